@@ -1,0 +1,33 @@
+//! `orders` table: an order placed on a channel.
+
+use crate::money::ExactDecimal;
+use sea_orm::entity::prelude::*;
+
+/// An order placed on a channel.
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "orders")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub number: String,
+    pub channel_id: i64,
+    pub customer_id: Option<i64>,
+    pub idempotency_key: Option<String>,
+    pub request_hash: Option<String>,
+    pub status: String,
+    pub currency: String,
+    pub subtotal: ExactDecimal,
+    pub discount_total: ExactDecimal,
+    pub total: ExactDecimal,
+    pub service_level: String,
+    #[sea_orm(column_type = "Json", nullable)]
+    pub shipping_address: Option<Json>,
+    pub pickup_location_id: Option<i64>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,27 @@
+//! `order_line` table: one line of an order with its price breakdown.
+
+use crate::money::ExactDecimal;
+use sea_orm::entity::prelude::*;
+
+/// One line of an order with its price breakdown.
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "order_line")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub order_id: i64,
+    pub variant_id: i64,
+    pub sku: String,
+    pub quantity: i32,
+    pub unit_price: ExactDecimal,
+    pub line_total: ExactDecimal,
+    #[sea_orm(column_type = "Json")]
+    pub price_breakdown: Json,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

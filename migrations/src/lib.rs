@@ -1,0 +1,17 @@
+//! Schema migrations for the commerce core. They run unchanged on SQLite and PostgreSQL.
+//!
+//! Migrations are frozen history: never edit one that has shipped, add a new one instead.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_initial;
+
+/// Applies every migration in order; `gateway migrate` and `gateway serve` call it.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261124_000001_initial::Migration)]
+    }
+}
