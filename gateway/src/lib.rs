@@ -1,1 +1,21 @@
+//! The GraphQL Backend-for-Frontend gateway over the commerce core.
+//!
+//! - [`config`]: typed configuration (file + env + flags)
+//! - [`server`]: routes, middleware, start-up
+//! - [`transport`]: GraphQL over HTTP to the letter of the spec
+//! - [`graphql`]: the schema, one module per domain
+//! - [`shaping`]: what each channel may see
 
+pub mod config;
+pub mod graphql;
+pub mod server;
+pub mod shaping;
+pub mod transport;
+
+pub use config::Config;
+pub use server::{RunningGateway, StartError, start};
+
+/// The SDL of the schema, as checked in at `schema.graphql`.
+pub fn schema_sdl() -> String {
+    graphql::build_schema(&config::GraphqlConfig::default()).sdl()
+}

@@ -1,0 +1,215 @@
+//! Typed configuration: defaults, then `gateway.toml` (`--config` / `GATEWAY_CONFIG`), then
+//! environment variables and flags. Validated at start; errors name the key.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use commerce_core::db::DEFAULT_DATABASE_URL;
+use serde::{Deserialize, Serialize};
+
+/// The whole gateway configuration.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server listens on. Env `GATEWAY_LISTEN`, flag `--listen`.
+    /// Port 0 picks a free port.
+    pub listen: String,
+    /// `sqlite://…` (embedded default) or `postgres://…` (cluster mode). Env `DATABASE_URL`.
+    pub database_url: String,
+    /// Limits of the GraphQL endpoint.
+    pub graphql: GraphqlConfig,
+    /// Limits of the HTTP layer.
+    pub http: HttpConfig,
+}
+
+/// `[graphql]`: query shape limits.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphqlConfig {
+    /// Page size when a connection's `first` is omitted.
+    pub default_page_size: u64,
+    /// Largest accepted `first`; larger values are a `BAD_USER_INPUT` error.
+    pub max_page_size: u64,
+    /// Deepest accepted selection nesting.
+    pub max_depth: usize,
+}
+
+/// `[http]`: transport limits.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest accepted request body, in bytes (larger: 413).
+    pub max_body_bytes: usize,
+    /// Seconds a request may run before it is answered with 408.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".to_owned(),
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            graphql: GraphqlConfig::default(),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+impl Default for GraphqlConfig {
+    fn default() -> Self {
+        Self {
+            default_page_size: 20,
+            max_page_size: 100,
+            max_depth: 15,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid configuration `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: display.clone(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|err| ConfigError::Parse {
+            path: display,
+            message: err.to_string(),
+        })
+    }
+
+    /// The listen address, parsed.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|err| ConfigError::Invalid {
+            key: "listen",
+            reason: format!(
+                "{:?} is not an address like 127.0.0.1:8080 ({err})",
+                self.listen
+            ),
+        })
+    }
+
+    /// Checks every value; the first problem found is returned with its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        let url = &self.database_url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "database_url",
+                reason: "must start with sqlite:, postgres:// or postgresql://".into(),
+            });
+        }
+        let g = &self.graphql;
+        if g.max_page_size == 0 || g.max_page_size > 1000 {
+            return Err(ConfigError::Invalid {
+                key: "graphql.max_page_size",
+                reason: "must be 1..=1000".into(),
+            });
+        }
+        if g.default_page_size == 0 || g.default_page_size > g.max_page_size {
+            return Err(ConfigError::Invalid {
+                key: "graphql.default_page_size",
+                reason: format!("must be 1..={} (graphql.max_page_size)", g.max_page_size),
+            });
+        }
+        if g.max_depth < 3 {
+            return Err(ConfigError::Invalid {
+                key: "graphql.max_depth",
+                reason: "must be at least 3".into(),
+            });
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                key: "http.max_body_bytes",
+                reason: "must be at least 1024".into(),
+            });
+        }
+        if self.http.request_timeout_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "http.request_timeout_secs",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_embedded() {
+        let config = Config::default();
+        config.validate().unwrap();
+        assert!(config.database_url.starts_with("sqlite:"));
+    }
+
+    #[test]
+    fn file_values_override_defaults_and_unknown_keys_are_refused() {
+        let config: Config =
+            toml::from_str("listen = \"0.0.0.0:9000\"\n[graphql]\nmax_page_size = 50\n").unwrap();
+        assert_eq!(config.listen, "0.0.0.0:9000");
+        assert_eq!(config.graphql.max_page_size, 50);
+        assert_eq!(config.graphql.default_page_size, 20);
+        let err = toml::from_str::<Config>("[graphql]\nmax_pagesize = 5\n").unwrap_err();
+        assert!(err.to_string().contains("max_pagesize"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut config = Config {
+            listen: "nowhere".into(),
+            ..Config::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::Invalid { key: "listen", .. })
+        ));
+        config.listen = "127.0.0.1:0".into();
+        config.graphql.default_page_size = 500;
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::Invalid {
+                key: "graphql.default_page_size",
+                ..
+            })
+        ));
+        config.graphql.default_page_size = 20;
+        config.database_url = "mysql://x".into();
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::Invalid {
+                key: "database_url",
+                ..
+            })
+        ));
+    }
+}

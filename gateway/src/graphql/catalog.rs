@@ -1,0 +1,436 @@
+//! Catalog types: products (as a Relay connection), variants and categories.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use commerce_core::catalog::{self, AttributeFilter, ProductFilter, ProductKey};
+use commerce_core::entities::{category, product, variant};
+use sea_orm::DatabaseConnection;
+use tokio::sync::OnceCell;
+
+use super::errors::{ApiError, ApiResultExt};
+use super::ids::{Kind, decode_cursor, decode_id, encode_cursor, encode_id};
+use super::inventory::{Availability, StockLevel};
+use super::request_context;
+
+#[derive(Default)]
+pub struct CatalogQuery;
+
+/// Narrows `products`; every condition given must hold.
+#[derive(InputObject, Default)]
+pub struct ProductFilterInput {
+    /// Products in this category or any category below it.
+    pub category_id: Option<ID>,
+    /// Case-insensitive substring of the product name.
+    pub search: Option<String>,
+    /// Products having a variant with one of these SKUs (at most 100).
+    pub skus: Option<Vec<String>>,
+    /// Products whose attribute `key` equals `value` (at most 10 conditions).
+    pub attributes: Option<Vec<AttributeFilterInput>>,
+}
+
+/// One attribute condition: the product's attribute `key` equals `value`.
+#[derive(InputObject)]
+pub struct AttributeFilterInput {
+    pub key: String,
+    pub value: String,
+}
+
+impl ProductFilterInput {
+    fn into_core(self) -> Result<ProductFilter, ApiError> {
+        let category_id = self
+            .category_id
+            .map(|id| decode_id(Kind::Category, &id, "filter.categoryId"))
+            .transpose()?;
+        Ok(ProductFilter {
+            category_id,
+            search: self.search,
+            skus: self.skus.unwrap_or_default(),
+            attributes: self
+                .attributes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| AttributeFilter {
+                    key: a.key,
+                    value: a.value,
+                })
+                .collect(),
+        })
+    }
+}
+
+#[Object]
+impl CatalogQuery {
+    /// Products listed on the request's channel, in a stable order, as a Relay connection.
+    async fn products(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size; defaults to 20, at most 100.")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+        filter: Option<ProductFilterInput>,
+    ) -> async_graphql::Result<ProductConnection> {
+        let rc = request_context(ctx);
+        let first = first.unwrap_or(rc.config.default_page_size as i32);
+        let max = rc.config.max_page_size;
+        if first < 1 || first as u64 > max {
+            return Err(ApiError::bad_input(
+                "first",
+                format!("must be between 1 and {max}, got {first}"),
+            ))
+            .api();
+        }
+        let after = after
+            .as_deref()
+            .map(|c| decode_cursor(c, "after"))
+            .transpose()
+            .api()?;
+        let filter = filter.unwrap_or_default().into_core().api()?;
+        let page =
+            catalog::list_products(&rc.db, rc.channel.channel.id, &filter, after, first as u64)
+                .await
+                .api()?;
+        Ok(ProductConnection {
+            products: page.products,
+            has_next_page: page.has_next_page,
+            has_previous_page: after.is_some(),
+            filter,
+        })
+    }
+
+    /// One product by `id` or by `slug` (give exactly one); null when the channel does not list it.
+    async fn product(
+        &self,
+        ctx: &Context<'_>,
+        id: Option<ID>,
+        slug: Option<String>,
+    ) -> async_graphql::Result<Option<Product>> {
+        let key = match (id, slug) {
+            (Some(id), None) => ProductKey::Id(decode_id(Kind::Product, &id, "id").api()?),
+            (None, Some(slug)) => ProductKey::Slug(slug),
+            _ => return Err(ApiError::bad_input("id", "give exactly one of id and slug")).api(),
+        };
+        let rc = request_context(ctx);
+        let found = catalog::find_visible_product(&rc.db, rc.channel.channel.id, &key)
+            .await
+            .api()?;
+        Ok(found.map(Product))
+    }
+
+    /// One variant by SKU; null when unknown or its product is not listed on the channel.
+    async fn variant(
+        &self,
+        ctx: &Context<'_>,
+        sku: String,
+    ) -> async_graphql::Result<Option<Variant>> {
+        let rc = request_context(ctx);
+        let found = catalog::find_visible_variant(&rc.db, rc.channel.channel.id, &sku)
+            .await
+            .api()?;
+        Ok(found.map(Variant))
+    }
+
+    /// The whole category tree, flat; follow `parent` and `children` to walk it.
+    async fn categories(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Category>> {
+        let tree = ctx.data_unchecked::<CategoryTree>().get().await.api()?;
+        Ok(tree.iter().cloned().map(Category).collect())
+    }
+}
+
+/// A page of products.
+pub struct ProductConnection {
+    products: Vec<product::Model>,
+    has_next_page: bool,
+    has_previous_page: bool,
+    filter: ProductFilter,
+}
+
+#[Object]
+impl ProductConnection {
+    async fn edges(&self) -> Vec<ProductEdge> {
+        self.products
+            .iter()
+            .map(|p| ProductEdge {
+                cursor: encode_cursor(p.id),
+                node: Product(p.clone()),
+            })
+            .collect()
+    }
+
+    /// The products of the page, without cursors.
+    async fn nodes(&self) -> Vec<Product> {
+        self.products.iter().cloned().map(Product).collect()
+    }
+
+    async fn page_info(&self) -> PageInfo {
+        PageInfo {
+            has_next_page: self.has_next_page,
+            has_previous_page: self.has_previous_page,
+            start_cursor: self.products.first().map(|p| encode_cursor(p.id)),
+            end_cursor: self.products.last().map(|p| encode_cursor(p.id)),
+        }
+    }
+
+    /// How many products match the filter on this channel, over all pages.
+    async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
+        let rc = request_context(ctx);
+        catalog::count_products(&rc.db, rc.channel.channel.id, &self.filter)
+            .await
+            .api()
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct ProductEdge {
+    /// Pass as `after` to continue after this product.
+    cursor: String,
+    node: Product,
+}
+
+/// Relay page information.
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    has_next_page: bool,
+    /// True when the page was requested with `after`.
+    has_previous_page: bool,
+    start_cursor: Option<String>,
+    end_cursor: Option<String>,
+}
+
+/// A product with its variants.
+pub struct Product(pub product::Model);
+
+/// A free-form product attribute such as brand or material.
+#[derive(SimpleObject)]
+pub struct ProductAttribute {
+    key: String,
+    value: String,
+}
+
+#[Object]
+impl Product {
+    async fn id(&self) -> ID {
+        encode_id(Kind::Product, self.0.id)
+    }
+    async fn slug(&self) -> &str {
+        &self.0.slug
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn description(&self) -> &str {
+        &self.0.description
+    }
+    /// Attributes in key order; non-string values are shown as JSON text.
+    async fn attributes(&self) -> Vec<ProductAttribute> {
+        json_pairs(&self.0.attributes)
+            .into_iter()
+            .map(|(key, value)| ProductAttribute { key, value })
+            .collect()
+    }
+    async fn category(&self, ctx: &Context<'_>) -> async_graphql::Result<Category> {
+        let tree = ctx.data_unchecked::<CategoryTree>().get().await.api()?;
+        tree.iter()
+            .find(|c| c.id == self.0.category_id)
+            .cloned()
+            .map(Category)
+            .ok_or_else(|| ApiError::Internal)
+            .api()
+    }
+    /// The product's variants in display order.
+    async fn variants(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Variant>> {
+        let loader = ctx.data_unchecked::<DataLoader<VariantsByProduct>>();
+        let variants = loader.load_one(self.0.id).await.api()?.unwrap_or_default();
+        Ok(variants.into_iter().map(Variant).collect())
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+}
+
+/// A purchasable variant, identified by its SKU.
+pub struct Variant(pub variant::Model);
+
+/// One option of a variant, such as size M or colour Navy.
+#[derive(SimpleObject)]
+pub struct VariantOption {
+    name: String,
+    value: String,
+}
+
+#[Object]
+impl Variant {
+    async fn id(&self) -> ID {
+        encode_id(Kind::Variant, self.0.id)
+    }
+    async fn sku(&self) -> &str {
+        &self.0.sku
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn options(&self) -> Vec<VariantOption> {
+        json_pairs(&self.0.option_values)
+            .into_iter()
+            .map(|(name, value)| VariantOption { name, value })
+            .collect()
+    }
+    async fn weight_grams(&self) -> i32 {
+        self.0.weight_grams
+    }
+    async fn product(&self, ctx: &Context<'_>) -> async_graphql::Result<Product> {
+        let loader = ctx.data_unchecked::<DataLoader<ProductsById>>();
+        let product = loader.load_one(self.0.product_id).await.api()?;
+        product
+            .map(Product)
+            .ok_or_else(|| ApiError::NotFound("product not listed on this channel".into()))
+            .api()
+    }
+    /// Availability on the request's channel (DESIGN.md §5): exact quantities for POS and B2B;
+    /// web and mobile show a quantity only when stock is low ("3 left").
+    async fn availability(&self, ctx: &Context<'_>) -> async_graphql::Result<Availability> {
+        Availability::of_variant(ctx, self.0.id).await
+    }
+    /// Exact stock per location feeding the channel; POS only (elsewhere null with a
+    /// `FORBIDDEN` error).
+    async fn stock_levels(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<Vec<StockLevel>>> {
+        StockLevel::of_variant(ctx, self.0.id).await.map(Some)
+    }
+}
+
+/// A node of the category tree.
+pub struct Category(pub category::Model);
+
+#[Object]
+impl Category {
+    async fn id(&self) -> ID {
+        encode_id(Kind::Category, self.0.id)
+    }
+    async fn slug(&self) -> &str {
+        &self.0.slug
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn parent(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Category>> {
+        let Some(parent_id) = self.0.parent_id else {
+            return Ok(None);
+        };
+        let tree = ctx.data_unchecked::<CategoryTree>().get().await.api()?;
+        Ok(tree
+            .iter()
+            .find(|c| c.id == parent_id)
+            .cloned()
+            .map(Category))
+    }
+    async fn children(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Category>> {
+        let tree = ctx.data_unchecked::<CategoryTree>().get().await.api()?;
+        Ok(tree
+            .iter()
+            .filter(|c| c.parent_id == Some(self.0.id))
+            .cloned()
+            .map(Category)
+            .collect())
+    }
+}
+
+/// `(key, text)` pairs of a JSON object, in key order.
+fn json_pairs(value: &serde_json::Value) -> Vec<(String, String)> {
+    let Some(object) = value.as_object() else {
+        return Vec::new();
+    };
+    let mut pairs: Vec<(String, String)> = object
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+            )
+        })
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+/// Loads the variants of many products in one statement.
+pub struct VariantsByProduct {
+    pub db: DatabaseConnection,
+}
+
+impl Loader<i64> for VariantsByProduct {
+    type Value = Vec<variant::Model>;
+    type Error = ApiError;
+
+    async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
+        let mut grouped: HashMap<i64, Vec<variant::Model>> = HashMap::new();
+        for variant in catalog::variants_of_products(&self.db, keys).await? {
+            grouped.entry(variant.product_id).or_default().push(variant);
+        }
+        Ok(grouped)
+    }
+}
+
+/// Loads many products visible on one channel in one statement.
+pub struct ProductsById {
+    pub db: DatabaseConnection,
+    pub channel_id: i64,
+}
+
+impl Loader<i64> for ProductsById {
+    type Value = product::Model;
+    type Error = ApiError;
+
+    async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
+        let products = catalog::visible_products_by_ids(&self.db, self.channel_id, keys).await?;
+        Ok(products.into_iter().map(|p| (p.id, p)).collect())
+    }
+}
+
+/// The category tree, loaded at most once per request (it is small and every product needs it).
+pub struct CategoryTree {
+    db: DatabaseConnection,
+    tree: OnceCell<Arc<Vec<category::Model>>>,
+}
+
+impl CategoryTree {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self {
+            db,
+            tree: OnceCell::new(),
+        }
+    }
+
+    pub async fn get(&self) -> Result<&Arc<Vec<category::Model>>, ApiError> {
+        self.tree
+            .get_or_try_init(|| async { Ok(Arc::new(catalog::list_categories(&self.db).await?)) })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_pairs;
+    use serde_json::json;
+
+    #[test]
+    fn attributes_are_sorted_text_pairs() {
+        let pairs = json_pairs(&json!({"material": "wool", "brand": "Contoso", "layers": 2}));
+        assert_eq!(
+            pairs,
+            vec![
+                ("brand".into(), "Contoso".into()),
+                ("layers".into(), "2".into()),
+                ("material".into(), "wool".into())
+            ]
+        );
+        assert!(json_pairs(&json!([1, 2])).is_empty());
+    }
+}

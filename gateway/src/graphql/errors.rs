@@ -1,0 +1,92 @@
+//! The gateway's one mapping from failures to GraphQL error codes (`extensions.code`).
+
+use async_graphql::ErrorExtensions;
+use commerce_core::CoreError;
+
+/// Codes every client can branch on; they never change meaning.
+pub mod code {
+    pub const BAD_REQUEST: &str = "BAD_REQUEST";
+    pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
+    pub const FORBIDDEN: &str = "FORBIDDEN";
+    pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
+    pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
+    pub const INTERNAL: &str = "INTERNAL";
+    pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
+    pub const NOT_ACCEPTABLE: &str = "NOT_ACCEPTABLE";
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    pub const UNKNOWN_CHANNEL: &str = "UNKNOWN_CHANNEL";
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
+}
+
+/// A failure inside a resolver, already classified for the client.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ApiError {
+    /// An argument is malformed or out of range; `field` names the argument path.
+    #[error("invalid {field}: {reason}")]
+    BadUserInput { field: String, reason: String },
+    /// The viewer may not see this field on this channel.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The thing asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// Something failed on our side; details went to the log, never to the client.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn bad_input(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::BadUserInput {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The stable `extensions.code` of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadUserInput { .. } => code::BAD_USER_INPUT,
+            Self::Forbidden(_) => code::FORBIDDEN,
+            Self::NotFound(_) => code::NOT_FOUND,
+            Self::Internal => code::INTERNAL,
+        }
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(err: CoreError) -> Self {
+        match err {
+            CoreError::NotFound { entity, key } => {
+                Self::NotFound(format!("{entity} {key} not found"))
+            }
+            CoreError::InvalidInput { field, reason } => Self::BadUserInput { field, reason },
+            CoreError::Database(err) => {
+                tracing::error!(error = %err, "database failure");
+                Self::Internal
+            }
+        }
+    }
+}
+
+impl ErrorExtensions for ApiError {
+    fn extend(&self) -> async_graphql::Error {
+        async_graphql::Error::new(self.to_string()).extend_with(|_, ext| {
+            ext.set("code", self.code());
+            if let Self::BadUserInput { field, .. } = self {
+                ext.set("field", field.as_str());
+            }
+        })
+    }
+}
+
+/// Turns core and API results into GraphQL results that carry their code.
+pub trait ApiResultExt<T> {
+    fn api(self) -> async_graphql::Result<T>;
+}
+
+impl<T, E: Into<ApiError>> ApiResultExt<T> for Result<T, E> {
+    fn api(self) -> async_graphql::Result<T> {
+        self.map_err(|err| err.into().extend())
+    }
+}

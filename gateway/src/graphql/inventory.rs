@@ -1,0 +1,201 @@
+//! Stock types: channel availability, per-location stock levels and stock locations.
+
+use std::collections::HashMap;
+
+use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::{Context, Enum, ID, Object, SimpleObject};
+use commerce_core::channels::ChannelLocation;
+use commerce_core::entities::{stock_level, stock_location};
+use commerce_core::inventory::{self, StockStatus as CoreStockStatus};
+use sea_orm::DatabaseConnection;
+
+use super::errors::{ApiError, ApiResultExt};
+use super::ids::{Kind, encode_id};
+use super::request_context;
+use crate::shaping::StockVisibility;
+
+#[derive(Default)]
+pub struct InventoryQuery;
+
+#[Object]
+impl InventoryQuery {
+    /// The stock locations feeding the request's channel, highest priority first.
+    async fn stock_locations(&self, ctx: &Context<'_>) -> Vec<StockLocation> {
+        request_context(ctx)
+            .channel
+            .locations
+            .iter()
+            .map(StockLocation::from)
+            .collect()
+    }
+}
+
+/// The coarse stock picture.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StockStatus {
+    InStock,
+    LowStock,
+    OutOfStock,
+}
+
+impl From<CoreStockStatus> for StockStatus {
+    fn from(status: CoreStockStatus) -> Self {
+        match status {
+            CoreStockStatus::InStock => Self::InStock,
+            CoreStockStatus::LowStock => Self::LowStock,
+            CoreStockStatus::OutOfStock => Self::OutOfStock,
+        }
+    }
+}
+
+/// How much of a variant the request's channel can sell.
+#[derive(SimpleObject)]
+pub struct Availability {
+    status: StockStatus,
+    /// Units available to this channel: always for POS and B2B, for web and mobile only when
+    /// stock is low.
+    quantity: Option<i64>,
+}
+
+impl Availability {
+    pub(crate) async fn of_variant(
+        ctx: &Context<'_>,
+        variant_id: i64,
+    ) -> async_graphql::Result<Self> {
+        let rc = request_context(ctx);
+        let levels = load_stock(ctx, variant_id).await?;
+        let channel = &rc.channel.channel;
+        let available = inventory::channel_available(
+            levels.iter().map(|l| (l.on_hand, l.reserved)),
+            channel.safety_stock,
+        );
+        let status = inventory::stock_status(available, channel.low_stock_threshold);
+        let shown = match StockVisibility::for_channel(&channel.code) {
+            StockVisibility::Coarse => status == CoreStockStatus::LowStock,
+            StockVisibility::Exact | StockVisibility::PerLocation => true,
+        };
+        Ok(Self {
+            status: status.into(),
+            quantity: shown.then_some(available),
+        })
+    }
+}
+
+/// Exact stock of one variant at one location.
+#[derive(SimpleObject)]
+pub struct StockLevel {
+    location: StockLocation,
+    on_hand: i32,
+    reserved: i32,
+    /// on hand minus reserved, never negative.
+    available: i64,
+}
+
+impl StockLevel {
+    pub(crate) async fn of_variant(
+        ctx: &Context<'_>,
+        variant_id: i64,
+    ) -> async_graphql::Result<Vec<Self>> {
+        let rc = request_context(ctx);
+        if StockVisibility::for_channel(&rc.channel.channel.code) != StockVisibility::PerLocation {
+            return Err(ApiError::Forbidden(format!(
+                "per-location stock is not visible on channel {}",
+                rc.channel.channel.code
+            )))
+            .api();
+        }
+        let levels = load_stock(ctx, variant_id).await?;
+        Ok(rc
+            .channel
+            .locations
+            .iter()
+            .filter_map(|feed| {
+                let level = levels.iter().find(|l| l.location_id == feed.location.id)?;
+                Some(Self {
+                    location: StockLocation::from(feed),
+                    on_hand: level.on_hand,
+                    reserved: level.reserved,
+                    available: inventory::location_available(level.on_hand, level.reserved),
+                })
+            })
+            .collect())
+    }
+}
+
+async fn load_stock(
+    ctx: &Context<'_>,
+    variant_id: i64,
+) -> async_graphql::Result<Vec<stock_level::Model>> {
+    let loader = ctx.data_unchecked::<DataLoader<StockByVariant>>();
+    Ok(loader.load_one(variant_id).await.api()?.unwrap_or_default())
+}
+
+/// Kind of stock location.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocationKind {
+    Warehouse,
+    Store,
+    Dropship,
+}
+
+/// A place that holds stock.
+#[derive(SimpleObject)]
+pub struct StockLocation {
+    id: ID,
+    /// Stable code such as `WH-EAST` or `STORE-DOWNTOWN`.
+    code: String,
+    name: String,
+    kind: LocationKind,
+    region: String,
+    latitude: f64,
+    longitude: f64,
+    /// Hours from order to dispatch.
+    handling_hours: i32,
+    /// Local time (HH:MM) after which orders ship the next day.
+    cutoff_time: String,
+    /// Priority for the request's channel (1 is tried first).
+    priority: i32,
+}
+
+impl From<&ChannelLocation> for StockLocation {
+    fn from(feed: &ChannelLocation) -> Self {
+        let l: &stock_location::Model = &feed.location;
+        Self {
+            id: encode_id(Kind::StockLocation, l.id),
+            code: l.code.clone(),
+            name: l.name.clone(),
+            kind: match l.kind.as_str() {
+                "store" => LocationKind::Store,
+                "dropship" => LocationKind::Dropship,
+                _ => LocationKind::Warehouse,
+            },
+            region: l.region.clone(),
+            latitude: l.latitude,
+            longitude: l.longitude,
+            handling_hours: l.handling_hours,
+            cutoff_time: l.cutoff_time.clone(),
+            priority: feed.priority,
+        }
+    }
+}
+
+/// Loads the stock of many variants at the channel's locations in one statement.
+pub struct StockByVariant {
+    pub db: DatabaseConnection,
+    pub location_ids: Vec<i64>,
+}
+
+impl Loader<i64> for StockByVariant {
+    type Value = Vec<stock_level::Model>;
+    type Error = ApiError;
+
+    async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
+        let levels =
+            inventory::stock_levels_for_variants(&self.db, keys, Some(&self.location_ids)).await?;
+        let mut grouped: HashMap<i64, Vec<stock_level::Model>> = HashMap::new();
+        for level in levels {
+            grouped.entry(level.variant_id).or_default().push(level);
+        }
+        Ok(grouped)
+    }
+}

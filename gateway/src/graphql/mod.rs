@@ -1,0 +1,82 @@
+//! The GraphQL schema: one file per domain, merged into one `Query`.
+//!
+//! Resolvers parse input, call a core service and shape the answer; every list field loads
+//! through a per-request DataLoader so a page costs the same number of SQL statements
+//! whatever its size.
+
+pub mod catalog;
+pub mod channels;
+pub mod errors;
+pub mod ids;
+pub mod inventory;
+
+use std::sync::Arc;
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, EmptyMutation, EmptySubscription, MergedObject, Schema};
+use commerce_core::channels::ChannelPolicy;
+use sea_orm::DatabaseConnection;
+
+use crate::config::GraphqlConfig;
+
+/// The executable schema served at `/graphql`.
+pub type GatewaySchema = Schema<Query, EmptyMutation, EmptySubscription>;
+
+/// Every root query field.
+#[derive(MergedObject, Default)]
+pub struct Query(
+    catalog::CatalogQuery,
+    inventory::InventoryQuery,
+    channels::ChannelQuery,
+);
+
+/// Builds the schema with the configured shape limits. It holds no connection: per-request
+/// data ([`RequestContext`] and the loaders) travels with each request.
+pub fn build_schema(config: &GraphqlConfig) -> GatewaySchema {
+    Schema::build(Query::default(), EmptyMutation, EmptySubscription)
+        .limit_depth(config.max_depth)
+        .finish()
+}
+
+/// What every resolver of one request shares: the database and the channel it runs on.
+pub struct RequestContext {
+    pub db: DatabaseConnection,
+    pub channel: Arc<ChannelPolicy>,
+    pub config: Arc<GraphqlConfig>,
+}
+
+impl RequestContext {
+    /// The request's data: this context plus fresh DataLoaders (no cross-request caching, so
+    /// a request never sees another's stale rows).
+    pub fn into_request_data(self, request: async_graphql::Request) -> async_graphql::Request {
+        let db = self.db.clone();
+        let channel_id = self.channel.channel.id;
+        let location_ids = self.channel.location_ids();
+        request
+            .data(DataLoader::new(
+                catalog::VariantsByProduct { db: db.clone() },
+                tokio::spawn,
+            ))
+            .data(DataLoader::new(
+                catalog::ProductsById {
+                    db: db.clone(),
+                    channel_id,
+                },
+                tokio::spawn,
+            ))
+            .data(DataLoader::new(
+                inventory::StockByVariant {
+                    db: db.clone(),
+                    location_ids,
+                },
+                tokio::spawn,
+            ))
+            .data(catalog::CategoryTree::new(db))
+            .data(self)
+    }
+}
+
+/// The request context; present on every request the transport executes.
+pub(crate) fn request_context<'a>(ctx: &Context<'a>) -> &'a RequestContext {
+    ctx.data_unchecked::<RequestContext>()
+}

@@ -1,0 +1,576 @@
+//! GraphQL over HTTP, following the GraphQL-over-HTTP specification rather than only its
+//! happy path: content negotiation between `application/graphql-response+json` and
+//! `application/json`, 4xx without `data` for requests that cannot be parsed or validated
+//! (under the new media type), 405 for mutations over GET, 406 and 415 for media types we
+//! cannot serve. The schema's executor stays async-graphql's; this module owns the edges.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_graphql::Positioned;
+use async_graphql::parser::types::{DocumentOperations, OperationDefinition, OperationType};
+use async_graphql::{ServerError, Value, Variables};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use commerce_core::CoreError;
+use commerce_core::channels::{self, ChannelPolicy};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::graphql::RequestContext;
+use crate::graphql::errors::{ApiError, code};
+use crate::server::AppState;
+
+/// The GraphQL-over-HTTP response media type.
+pub const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+/// The header naming the channel of a request.
+pub const CHANNEL_HEADER: &str = "x-channel";
+/// The channel of requests without `X-Channel`.
+pub const DEFAULT_CHANNEL: &str = "web";
+
+/// The media type a response is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseMedia {
+    GraphqlResponseJson,
+    Json,
+}
+
+impl ResponseMedia {
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::GraphqlResponseJson => GRAPHQL_RESPONSE_JSON,
+            Self::Json => "application/json",
+        }
+    }
+}
+
+/// Picks the response media type from `Accept`. A missing header means `application/json`
+/// (the spec's legacy rule); wildcards get `application/json` too, so old clients keep
+/// receiving 200s; the new type is used when the client names it. `None`: nothing acceptable.
+pub fn negotiate(accept: Option<&str>) -> Option<ResponseMedia> {
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return Some(ResponseMedia::Json);
+    };
+    let mut best: Option<(f32, ResponseMedia)> = None;
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let quality = parts
+            .filter_map(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+            })
+            .next()
+            .unwrap_or(1.0);
+        let candidate = match media.as_str() {
+            GRAPHQL_RESPONSE_JSON => ResponseMedia::GraphqlResponseJson,
+            "application/json" | "application/*" | "*/*" => ResponseMedia::Json,
+            _ => continue,
+        };
+        if quality <= 0.0 {
+            continue;
+        }
+        let better = match best {
+            None => true,
+            Some((q, m)) => {
+                quality > q || (quality == q && m == ResponseMedia::Json && candidate != m)
+            }
+        };
+        if better {
+            best = Some((quality, candidate));
+        }
+    }
+    best.map(|(_, media)| media)
+}
+
+/// A response carrying only errors, no `data` (a request error in the spec's terms).
+fn request_error(status: StatusCode, media: ResponseMedia, code: &str, message: &str) -> Response {
+    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    with_media(status, media, body.to_string())
+}
+
+fn with_media(status: StatusCode, media: ResponseMedia, body: String) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(media.content_type()),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// A GraphQL request as it arrives over HTTP, before execution.
+struct GraphqlParams {
+    query: String,
+    variables: Option<serde_json::Value>,
+    operation_name: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
+}
+
+/// `POST /graphql`: a JSON body `{query, variables?, operationName?, extensions?}`.
+pub async fn graphql_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Some(media) = negotiate(header_str(&headers, header::ACCEPT)) else {
+        return not_acceptable();
+    };
+    let content_type = header_str(&headers, header::CONTENT_TYPE).unwrap_or("");
+    if !is_json_content_type(content_type) {
+        return request_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            media,
+            code::UNSUPPORTED_MEDIA_TYPE,
+            "send the request body as Content-Type: application/json",
+        );
+    }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let status = rejection.status();
+            return request_error(
+                status,
+                media,
+                code::BAD_REQUEST,
+                &format!("cannot read the request body: {rejection}"),
+            );
+        }
+    };
+    match parse_post_body(&body) {
+        Ok(params) => execute(&state, &headers, params, Method::Post, media).await,
+        Err(message) => request_error(StatusCode::BAD_REQUEST, media, code::BAD_REQUEST, &message),
+    }
+}
+
+/// Query-string parameters of `GET /graphql`.
+#[derive(Deserialize)]
+pub struct GetParams {
+    query: Option<String>,
+    variables: Option<String>,
+    #[serde(rename = "operationName")]
+    operation_name: Option<String>,
+    extensions: Option<String>,
+}
+
+/// `GET /graphql`: GraphiQL for browsers, otherwise a query in the query string.
+pub async fn graphql_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<GetParams>, QueryRejection>,
+) -> Response {
+    let accept = header_str(&headers, header::ACCEPT);
+    let wants_html = accept.is_some_and(|a| a.contains("text/html"));
+    let has_query = params.as_ref().is_ok_and(|p| p.query.is_some());
+    if wants_html && !has_query {
+        return graphiql();
+    }
+    let Some(media) = negotiate(accept) else {
+        return not_acceptable();
+    };
+    let Query(params) = match params {
+        Ok(params) => params,
+        Err(rejection) => {
+            return request_error(
+                StatusCode::BAD_REQUEST,
+                media,
+                code::BAD_REQUEST,
+                &rejection.body_text(),
+            );
+        }
+    };
+    let Some(query) = params.query else {
+        return request_error(
+            StatusCode::BAD_REQUEST,
+            media,
+            code::BAD_REQUEST,
+            "missing the `query` parameter",
+        );
+    };
+    let variables = match params
+        .variables
+        .as_deref()
+        .map(serde_json::from_str::<serde_json::Value>)
+    {
+        None => None,
+        Some(Ok(value @ (serde_json::Value::Object(_) | serde_json::Value::Null))) => Some(value),
+        Some(_) => {
+            return request_error(
+                StatusCode::BAD_REQUEST,
+                media,
+                code::BAD_REQUEST,
+                "`variables` must be a JSON object",
+            );
+        }
+    };
+    if let Some(extensions) = params.extensions.as_deref()
+        && !matches!(
+            serde_json::from_str(extensions),
+            Ok(serde_json::Value::Object(_))
+        )
+    {
+        return request_error(
+            StatusCode::BAD_REQUEST,
+            media,
+            code::BAD_REQUEST,
+            "`extensions` must be a JSON object",
+        );
+    }
+    let params = GraphqlParams {
+        query,
+        variables,
+        operation_name: params.operation_name,
+    };
+    execute(&state, &headers, params, Method::Get, media).await
+}
+
+fn graphiql() -> Response {
+    let html = async_graphql::http::GraphiQLSource::build()
+        .endpoint("/graphql")
+        .subscription_endpoint("/graphql/ws")
+        .title("Commerce gateway")
+        .finish();
+    Html(html).into_response()
+}
+
+fn not_acceptable() -> Response {
+    request_error(
+        StatusCode::NOT_ACCEPTABLE,
+        ResponseMedia::Json,
+        code::NOT_ACCEPTABLE,
+        "this endpoint answers application/graphql-response+json or application/json",
+    )
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `application/json`, optionally with `charset=utf-8`.
+fn is_json_content_type(value: &str) -> bool {
+    let mut parts = value.split(';');
+    let media = parts.next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/json") {
+        return false;
+    }
+    parts.all(|param| {
+        let (name, value) = param.split_once('=').unwrap_or((param, ""));
+        !name.trim().eq_ignore_ascii_case("charset")
+            || value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+    })
+}
+
+/// Reads the POST body; the error text says exactly what is wrong with it.
+fn parse_post_body(body: &[u8]) -> Result<GraphqlParams, String> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|err| format!("the request body is not valid JSON: {err}"))?;
+    let serde_json::Value::Object(mut object) = value else {
+        return Err("the request body must be a JSON object".into());
+    };
+    let query = match object.remove("query") {
+        Some(serde_json::Value::String(query)) => query,
+        Some(_) => return Err("`query` must be a string".into()),
+        None => return Err("the request body has no `query`".into()),
+    };
+    let variables = match object.remove("variables") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(value @ serde_json::Value::Object(_)) => Some(value),
+        Some(_) => return Err("`variables` must be an object or null".into()),
+    };
+    let operation_name = match object.remove("operationName") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(name)) => Some(name),
+        Some(_) => return Err("`operationName` must be a string or null".into()),
+    };
+    match object.remove("extensions") {
+        None | Some(serde_json::Value::Null | serde_json::Value::Object(_)) => {}
+        Some(_) => return Err("`extensions` must be an object or null".into()),
+    }
+    Ok(GraphqlParams {
+        query,
+        variables,
+        operation_name,
+    })
+}
+
+/// Resolves the channel of a request from `X-Channel`.
+async fn resolve_channel(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<ChannelPolicy, (StatusCode, &'static str, String)> {
+    let code = header_str(headers, CHANNEL_HEADER.parse().expect("valid header name"))
+        .map(|c| c.trim().to_ascii_lowercase())
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| DEFAULT_CHANNEL.to_owned());
+    match channels::load_channel_policy(&state.db, &code).await {
+        Ok(policy) => Ok(policy),
+        Err(CoreError::NotFound { .. }) => {
+            let known = channels::list_channels(&state.db)
+                .await
+                .map(|all| {
+                    all.into_iter()
+                        .map(|c| c.code)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            Err((
+                StatusCode::BAD_REQUEST,
+                code::UNKNOWN_CHANNEL,
+                format!(
+                    "unknown channel {code:?} in the X-Channel header; known channels: {known}"
+                ),
+            ))
+        }
+        Err(err) => {
+            let _ = ApiError::from(err); // logs the cause
+            Err((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                code::INTERNAL,
+                "internal error".to_owned(),
+            ))
+        }
+    }
+}
+
+async fn execute(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: GraphqlParams,
+    method: Method,
+    media: ResponseMedia,
+) -> Response {
+    let policy = match resolve_channel(state, headers).await {
+        Ok(policy) => policy,
+        Err((status, code, message)) => {
+            // Under application/json a well-formed request is answered with 200 (spec, legacy).
+            let status = if media == ResponseMedia::Json && status.is_client_error() {
+                StatusCode::OK
+            } else {
+                status
+            };
+            return request_error(status, media, code, &message);
+        }
+    };
+    let mut request = async_graphql::Request::new(params.query);
+    if let Some(variables) = params.variables {
+        request = request.variables(Variables::from_json(variables));
+    }
+    if let Some(name) = &params.operation_name {
+        request = request.operation_name(name.clone());
+    }
+    // Parse once here: syntax errors are request errors, and GET must know the operation type.
+    let variables = std::mem::take(&mut request.variables);
+    let operation_type = match request.parsed_query() {
+        Ok(document) => {
+            let operation =
+                selected_operation(&document.operations, params.operation_name.as_deref());
+            if let Some(message) = operation.and_then(|op| missing_variable(op, &variables)) {
+                let status = if media == ResponseMedia::GraphqlResponseJson {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    StatusCode::OK
+                };
+                return request_error(status, media, code::BAD_USER_INPUT, &message);
+            }
+            operation.map(|op| op.node.ty)
+        }
+        Err(mut err) => {
+            err.extensions
+                .get_or_insert_with(Default::default)
+                .set("code", code::GRAPHQL_PARSE_FAILED);
+            let mut response = async_graphql::Response::from_errors(vec![err]);
+            response.data = Value::Null;
+            return render(response, media);
+        }
+    };
+    request.variables = variables;
+    if method == Method::Get
+        && matches!(
+            operation_type,
+            Some(OperationType::Mutation | OperationType::Subscription)
+        )
+    {
+        let mut response = request_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            media,
+            code::METHOD_NOT_ALLOWED,
+            "mutations and subscriptions cannot be sent over GET; use POST",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let context = RequestContext {
+        db: state.db.clone(),
+        channel: Arc::new(policy),
+        config: state.graphql_config.clone(),
+    };
+    let response = state
+        .schema
+        .execute(context.into_request_data(request))
+        .await;
+    render(response, media)
+}
+
+/// The operation that will run, when it can be told before execution.
+fn selected_operation<'a>(
+    operations: &'a DocumentOperations,
+    name: Option<&str>,
+) -> Option<&'a Positioned<OperationDefinition>> {
+    match (operations, name) {
+        (DocumentOperations::Single(op), _) => Some(op),
+        (DocumentOperations::Multiple(map), Some(name)) => map.get(name),
+        (DocumentOperations::Multiple(map), None) if map.len() == 1 => map.values().next(),
+        (DocumentOperations::Multiple(_), None) => None,
+    }
+}
+
+/// Variable coercion is part of the request in the spec: a required variable without a value
+/// fails the whole request. (async-graphql would report it later, as a field error.)
+fn missing_variable(
+    operation: &Positioned<OperationDefinition>,
+    variables: &Variables,
+) -> Option<String> {
+    operation
+        .node
+        .variable_definitions
+        .iter()
+        .find_map(|definition| {
+            let definition = &definition.node;
+            let provided = variables
+                .get(&definition.name.node)
+                .is_some_and(|v| *v != Value::Null);
+            let required = !definition.var_type.node.nullable && definition.default_value.is_none();
+            (required && !provided).then(|| {
+                format!(
+                    "variable ${} of required type {} was not provided",
+                    definition.name.node, definition.var_type.node
+                )
+            })
+        })
+}
+
+/// Writes an executed response. A response with errors, `data: null` and no error on a field
+/// path failed before execution (validation, operation selection): a request error, sent
+/// without `data` and, under the new media type, with 400.
+fn render(mut response: async_graphql::Response, media: ResponseMedia) -> Response {
+    let request_failed = response.data == Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty());
+    for error in &mut response.errors {
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            // Our resolvers always set a code; uncoded errors come from async-graphql itself:
+            // validation before execution, input coercion during it.
+            let fallback = if request_failed {
+                code::GRAPHQL_VALIDATION_FAILED
+            } else {
+                code::BAD_USER_INPUT
+            };
+            extensions.set("code", fallback);
+        }
+    }
+    let body = ResponseBody {
+        data: (!request_failed).then_some(&response.data),
+        errors: &response.errors,
+        extensions: &response.extensions,
+    };
+    let body = serde_json::to_string(&body).unwrap_or_else(|_| internal_body());
+    let status = if request_failed && media == ResponseMedia::GraphqlResponseJson {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    with_media(status, media, body)
+}
+
+/// The response as the spec shapes it; serialized straight from async-graphql's values so
+/// fields keep the order of the query.
+#[derive(Serialize)]
+struct ResponseBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a Value>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    errors: &'a [ServerError],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    extensions: &'a BTreeMap<String, Value>,
+}
+
+fn internal_body() -> String {
+    json!({ "errors": [{ "message": "internal error", "extensions": { "code": code::INTERNAL } }] })
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation_follows_the_spec() {
+        assert_eq!(negotiate(None), Some(ResponseMedia::Json));
+        assert_eq!(
+            negotiate(Some("application/json")),
+            Some(ResponseMedia::Json)
+        );
+        assert_eq!(
+            negotiate(Some(GRAPHQL_RESPONSE_JSON)),
+            Some(ResponseMedia::GraphqlResponseJson)
+        );
+        assert_eq!(
+            negotiate(Some(
+                "application/graphql-response+json, application/json;q=0.9"
+            )),
+            Some(ResponseMedia::GraphqlResponseJson)
+        );
+        assert_eq!(
+            negotiate(Some(
+                "application/graphql-response+json;q=0.5, application/json"
+            )),
+            Some(ResponseMedia::Json)
+        );
+        assert_eq!(negotiate(Some("*/*")), Some(ResponseMedia::Json));
+        assert_eq!(negotiate(Some("text/plain")), None);
+        assert_eq!(negotiate(Some("application/json;q=0")), None);
+    }
+
+    #[test]
+    fn only_utf8_json_bodies_are_accepted() {
+        assert!(is_json_content_type("application/json"));
+        assert!(is_json_content_type("Application/JSON; charset=UTF-8"));
+        assert!(!is_json_content_type("application/json; charset=latin1"));
+        assert!(!is_json_content_type("text/plain"));
+        assert!(!is_json_content_type(""));
+    }
+
+    #[test]
+    fn post_bodies_are_checked_field_by_field() {
+        assert!(parse_post_body(br#"{"query":"{ channel { code } }"}"#).is_ok());
+        for (body, expected) in [
+            (&b"{not json"[..], "not valid JSON"),
+            (b"[1]", "must be a JSON object"),
+            (b"{}", "has no `query`"),
+            (br#"{"query":1}"#, "`query` must be a string"),
+            (br#"{"query":"{a}","variables":[1]}"#, "`variables` must be"),
+            (
+                br#"{"query":"{a}","operationName":3}"#,
+                "`operationName` must be",
+            ),
+        ] {
+            let err = parse_post_body(body).err().unwrap();
+            assert!(err.contains(expected), "{err}");
+        }
+    }
+}
