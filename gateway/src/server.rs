@@ -67,8 +67,9 @@ pub async fn open_database(url: &str) -> Result<(DatabaseConnection, Arc<AtomicU
     let mut connection = db::connect(url).await.map_err(db_err)?;
     let counter = Arc::new(AtomicU64::new(0));
     let count = counter.clone();
-    connection.set_metric_callback(move |_| {
+    connection.set_metric_callback(move |info| {
         count.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(target: "gateway::sql", elapsed = ?info.elapsed, failed = info.failed, sql = %info.statement);
     });
     Migrator::up(&connection, None).await.map_err(db_err)?;
     Ok((connection, counter))

@@ -144,7 +144,7 @@ fn attribute_equals(backend: DbBackend, attribute: &AttributeFilter) -> Result<E
     let value = attribute.value.clone();
     Ok(match backend {
         DbBackend::Postgres => Expr::cust_with_values(
-            "(\"product\".\"attributes\" ->> ?) = ?",
+            "(\"product\".\"attributes\" ->> $1) = $2",
             [key.clone(), value],
         ),
         _ => Expr::cust_with_values(

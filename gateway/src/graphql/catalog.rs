@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::dataloader::Loader;
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use commerce_core::catalog::{self, AttributeFilter, ProductFilter, ProductKey};
@@ -13,8 +13,8 @@ use tokio::sync::OnceCell;
 
 use super::errors::{ApiError, ApiResultExt};
 use super::ids::{Kind, decode_cursor, decode_id, encode_cursor, encode_id};
-use super::inventory::{Availability, StockLevel};
-use super::request_context;
+use super::inventory::{Availability, StockByVariant, StockLevel};
+use super::{RequestLoader, request_context};
 
 #[derive(Default)]
 pub struct CatalogQuery;
@@ -92,6 +92,7 @@ impl CatalogQuery {
             catalog::list_products(&rc.db, rc.channel.channel.id, &filter, after, first as u64)
                 .await
                 .api()?;
+        prime_page_loaders(ctx, &page.products).await.api()?;
         Ok(ProductConnection {
             products: page.products,
             has_next_page: page.has_next_page,
@@ -241,7 +242,7 @@ impl Product {
     }
     /// The product's variants in display order.
     async fn variants(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Variant>> {
-        let loader = ctx.data_unchecked::<DataLoader<VariantsByProduct>>();
+        let loader = ctx.data_unchecked::<RequestLoader<VariantsByProduct>>();
         let variants = loader.load_one(self.0.id).await.api()?.unwrap_or_default();
         Ok(variants.into_iter().map(Variant).collect())
     }
@@ -284,7 +285,7 @@ impl Variant {
         self.0.weight_grams
     }
     async fn product(&self, ctx: &Context<'_>) -> async_graphql::Result<Product> {
-        let loader = ctx.data_unchecked::<DataLoader<ProductsById>>();
+        let loader = ctx.data_unchecked::<RequestLoader<ProductsById>>();
         let product = loader.load_one(self.0.product_id).await.api()?;
         product
             .map(Product)
@@ -358,6 +359,59 @@ fn json_pairs(value: &serde_json::Value) -> Vec<(String, String)> {
         .collect();
     pairs.sort();
     pairs
+}
+
+/// Loads what the selection will ask of a page's products, one statement per kind, into the
+/// request's loaders. DataLoader batching alone is timer-based (keys registered within 1 ms
+/// share a batch), so on a slow or busy host a large page could split into several batches;
+/// priming makes a page cost the same statements whatever its size or the host's speed.
+pub(crate) async fn prime_page_loaders(
+    ctx: &Context<'_>,
+    products: &[product::Model],
+) -> Result<(), ApiError> {
+    let look = ctx.look_ahead();
+    let nodes = [look.field("edges").field("node"), look.field("nodes")];
+    let variants_field: Vec<_> = nodes
+        .iter()
+        .map(|n| n.field("variants"))
+        .filter(|v| v.exists())
+        .collect();
+    if products.is_empty() || variants_field.is_empty() {
+        return Ok(());
+    }
+    let rc = request_context(ctx);
+    let product_ids: Vec<i64> = products.iter().map(|p| p.id).collect();
+    let mut by_product: HashMap<i64, Vec<variant::Model>> =
+        product_ids.iter().map(|id| (*id, Vec::new())).collect();
+    for variant in catalog::variants_of_products(&rc.db, &product_ids).await? {
+        by_product
+            .entry(variant.product_id)
+            .or_default()
+            .push(variant);
+    }
+    let variant_ids: Vec<i64> = by_product.values().flatten().map(|v| v.id).collect();
+    ctx.data_unchecked::<RequestLoader<VariantsByProduct>>()
+        .feed_many(by_product)
+        .await;
+
+    if variants_field.iter().any(|v| v.field("product").exists()) {
+        let page = products.iter().map(|p| (p.id, p.clone()));
+        ctx.data_unchecked::<RequestLoader<ProductsById>>()
+            .feed_many(page)
+            .await;
+    }
+    if variants_field
+        .iter()
+        .any(|v| v.field("availability").exists() || v.field("stockLevels").exists())
+    {
+        let stock = ctx.data_unchecked::<RequestLoader<StockByVariant>>();
+        let levels = stock.loader().load(&variant_ids).await?;
+        let all = variant_ids
+            .iter()
+            .map(|id| (*id, levels.get(id).cloned().unwrap_or_default()));
+        stock.feed_many(all).await;
+    }
+    Ok(())
 }
 
 /// Loads the variants of many products in one statement.

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::dataloader::Loader;
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use commerce_core::channels::ChannelLocation;
 use commerce_core::entities::{stock_level, stock_location};
@@ -11,7 +11,7 @@ use sea_orm::DatabaseConnection;
 
 use super::errors::{ApiError, ApiResultExt};
 use super::ids::{Kind, encode_id};
-use super::request_context;
+use super::{RequestLoader, request_context};
 use crate::shaping::StockVisibility;
 
 #[derive(Default)]
@@ -126,7 +126,7 @@ async fn load_stock(
     ctx: &Context<'_>,
     variant_id: i64,
 ) -> async_graphql::Result<Vec<stock_level::Model>> {
-    let loader = ctx.data_unchecked::<DataLoader<StockByVariant>>();
+    let loader = ctx.data_unchecked::<RequestLoader<StockByVariant>>();
     Ok(loader.load_one(variant_id).await.api()?.unwrap_or_default())
 }
 

@@ -12,7 +12,7 @@ pub mod inventory;
 
 use std::sync::Arc;
 
-use async_graphql::dataloader::DataLoader;
+use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, EmptyMutation, EmptySubscription, MergedObject, Schema};
 use commerce_core::channels::ChannelPolicy;
 use sea_orm::DatabaseConnection;
@@ -53,28 +53,28 @@ impl RequestContext {
         let channel_id = self.channel.channel.id;
         let location_ids = self.channel.location_ids();
         request
-            .data(DataLoader::new(
-                catalog::VariantsByProduct { db: db.clone() },
-                tokio::spawn,
-            ))
-            .data(DataLoader::new(
-                catalog::ProductsById {
-                    db: db.clone(),
-                    channel_id,
-                },
-                tokio::spawn,
-            ))
-            .data(DataLoader::new(
-                inventory::StockByVariant {
-                    db: db.clone(),
-                    location_ids,
-                },
-                tokio::spawn,
-            ))
+            .data(loader(catalog::VariantsByProduct { db: db.clone() }))
+            .data(loader(catalog::ProductsById {
+                db: db.clone(),
+                channel_id,
+            }))
+            .data(loader(inventory::StockByVariant {
+                db: db.clone(),
+                location_ids,
+            }))
             .data(catalog::CategoryTree::new(db))
             .data(self)
     }
 }
+
+/// A per-request loader with a cache, so the connection resolver can prime it
+/// ([`catalog::prime_page_loaders`]) and repeated keys load once.
+fn loader<T>(inner: T) -> DataLoader<T, HashMapCache> {
+    DataLoader::with_cache(inner, tokio::spawn, HashMapCache::default())
+}
+
+/// A request's loader of `T`.
+pub(crate) type RequestLoader<T> = DataLoader<T, HashMapCache>;
 
 /// The request context; present on every request the transport executes.
 pub(crate) fn request_context<'a>(ctx: &Context<'a>) -> &'a RequestContext {
