@@ -331,40 +331,49 @@ const LOCATIONS: &[LocationSpec] = &[
     },
 ];
 
-/// (code, name, currency, safety stock, low-stock threshold, locations by priority)
-const CHANNELS: &[(&str, &str, &str, i32, i32, &[&str])] = &[
-    (
-        "web",
-        "Web storefront",
-        "USD",
-        2,
-        5,
-        &["WH-EAST", "WH-WEST", "WH-CENTRAL"],
-    ),
-    (
-        "mobile",
-        "Mobile app",
-        "USD",
-        2,
-        5,
-        &["WH-EAST", "WH-WEST", "WH-CENTRAL"],
-    ),
-    (
-        "pos",
-        "In-store POS",
-        "USD",
-        0,
-        3,
-        &["STORE-DOWNTOWN", "STORE-MALL"],
-    ),
-    (
-        "b2b",
-        "B2B buyer portal",
-        "USD",
-        0,
-        20,
-        &["WH-CENTRAL", "WH-EAST", "WH-WEST"],
-    ),
+struct ChannelSpec {
+    code: &'static str,
+    name: &'static str,
+    currency: &'static str,
+    safety_stock: i32,
+    low_stock_threshold: i32,
+    /// Locations feeding the channel, highest priority first.
+    locations: &'static [&'static str],
+}
+
+const CHANNELS: &[ChannelSpec] = &[
+    ChannelSpec {
+        code: "web",
+        name: "Web storefront",
+        currency: "USD",
+        safety_stock: 2,
+        low_stock_threshold: 5,
+        locations: &["WH-EAST", "WH-WEST", "WH-CENTRAL"],
+    },
+    ChannelSpec {
+        code: "mobile",
+        name: "Mobile app",
+        currency: "USD",
+        safety_stock: 2,
+        low_stock_threshold: 5,
+        locations: &["WH-EAST", "WH-WEST", "WH-CENTRAL"],
+    },
+    ChannelSpec {
+        code: "pos",
+        name: "In-store POS",
+        currency: "USD",
+        safety_stock: 0,
+        low_stock_threshold: 3,
+        locations: &["STORE-DOWNTOWN", "STORE-MALL"],
+    },
+    ChannelSpec {
+        code: "b2b",
+        name: "B2B buyer portal",
+        currency: "USD",
+        safety_stock: 0,
+        low_stock_threshold: 20,
+        locations: &["WH-CENTRAL", "WH-EAST", "WH-WEST"],
+    },
 ];
 
 /// (code, name) of the B2B companies; buyer e-mails are `buyer@<code>.example`.
@@ -615,20 +624,20 @@ async fn seed(txn: &DatabaseTransaction) -> Result<DemoSummary, CoreError> {
     }
     let mut channel_ids: HashMap<&str, i64> = HashMap::new();
     let mut links = Vec::new();
-    for (code, name, currency, safety_stock, low, locations) in CHANNELS {
+    for spec in CHANNELS {
         let channel = channel::ActiveModel {
-            code: Set((*code).to_owned()),
-            name: Set((*name).to_owned()),
-            currency: Set((*currency).to_owned()),
-            safety_stock: Set(*safety_stock),
-            low_stock_threshold: Set(*low),
+            code: Set(spec.code.to_owned()),
+            name: Set(spec.name.to_owned()),
+            currency: Set(spec.currency.to_owned()),
+            safety_stock: Set(spec.safety_stock),
+            low_stock_threshold: Set(spec.low_stock_threshold),
             routing_policy: Set("fewest_shipments".to_owned()),
             ..Default::default()
         }
         .insert(txn)
         .await?;
-        channel_ids.insert(code, channel.id);
-        for (priority, location) in locations.iter().enumerate() {
+        channel_ids.insert(spec.code, channel.id);
+        for (priority, location) in spec.locations.iter().enumerate() {
             links.push(channel_location::ActiveModel {
                 channel_id: Set(channel.id),
                 location_id: Set(location_ids[location]),

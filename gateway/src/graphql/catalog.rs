@@ -237,7 +237,7 @@ impl Product {
             .find(|c| c.id == self.0.category_id)
             .cloned()
             .map(Category)
-            .ok_or_else(|| ApiError::Internal)
+            .ok_or(ApiError::Internal)
             .api()
     }
     /// The product's variants in display order.
