@@ -309,10 +309,19 @@ async fn resolve_channel(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<ChannelPolicy, (StatusCode, &'static str, String)> {
-    let code = header_str(headers, CHANNEL_HEADER.parse().expect("valid header name"))
-        .map(|c| c.trim().to_ascii_lowercase())
-        .filter(|c| !c.is_empty())
-        .unwrap_or_else(|| DEFAULT_CHANNEL.to_owned());
+    // A header that is present but not visible ASCII is refused, never read as the default.
+    let code = match headers.get(CHANNEL_HEADER).map(|v| v.to_str()) {
+        None => DEFAULT_CHANNEL.to_owned(),
+        Some(Ok(code)) if !code.trim().is_empty() => code.trim().to_ascii_lowercase(),
+        Some(_) => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                code::UNKNOWN_CHANNEL,
+                "the X-Channel header must name a channel such as web, mobile, pos or b2b"
+                    .to_owned(),
+            ));
+        }
+    };
     match channels::load_channel_policy(&state.db, &code).await {
         Ok(policy) => Ok(policy),
         Err(CoreError::NotFound { .. }) => {

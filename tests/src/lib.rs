@@ -33,8 +33,10 @@ pub async fn fresh_database_url() -> String {
         }
         _ => {
             static NOTICE: Once = Once::new();
-            NOTICE
-                .call_once(|| eprintln!("TEST_DATABASE_URL is unset: running against SQLite only"));
+            NOTICE.call_once(|| {
+                eprintln!("TEST_DATABASE_URL is unset: running against SQLite only");
+                remove_stale_sqlite_files();
+            });
             let path = std::env::temp_dir().join(format!("{name}.db"));
             format!("sqlite://{}?mode=rwc", path.display())
         }
@@ -62,6 +64,24 @@ async fn drop_stale_databases(admin: &DatabaseConnection) {
         }
     })
     .await;
+}
+
+/// SQLite files of earlier runs (an hour old or more) are removed; younger ones may belong
+/// to a test process running right now.
+fn remove_stale_sqlite_files() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 3600));
+        if name.starts_with("e2e_") && name.contains(".db") && old {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn with_database_name(url: &str, name: &str) -> String {
@@ -136,7 +156,7 @@ pub fn shared_app() -> &'static SharedApp {
 #[derive(Clone)]
 pub struct Client {
     pub url: String,
-    pub channel: Option<String>,
+    pub channel: Option<reqwest::header::HeaderValue>,
     pub accept: Option<String>,
     http: reqwest::Client,
 }
@@ -187,8 +207,14 @@ impl Client {
         }
     }
 
-    pub fn channel(mut self, channel: &str) -> Self {
-        self.channel = Some(channel.to_owned());
+    pub fn channel(self, channel: &str) -> Self {
+        self.channel_bytes(channel.as_bytes())
+    }
+
+    /// Sends `X-Channel` with raw bytes (for headers that are not text).
+    pub fn channel_bytes(mut self, channel: &[u8]) -> Self {
+        self.channel =
+            Some(reqwest::header::HeaderValue::from_bytes(channel).expect("a header value"));
         self
     }
 

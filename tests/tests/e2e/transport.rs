@@ -124,6 +124,14 @@ async fn unknown_channels_get_a_coded_error_naming_the_known_ones() {
         message.contains("moon") && message.contains("b2b, mobile, pos, web"),
         "{message}"
     );
+    // A header that is not text is refused, not mistaken for the default channel.
+    let garbled = Client::new(&app.url)
+        .accept(GRAPHQL_RESPONSE_JSON)
+        .channel_bytes(b"w\xffb")
+        .query("{ channel { code } }", json!({}))
+        .await;
+    assert_eq!(garbled.status, StatusCode::BAD_REQUEST);
+    assert_eq!(garbled.error_codes(), ["UNKNOWN_CHANNEL"]);
     // The header is case-insensitive and trimmed.
     let upper = Client::new(&app.url)
         .channel(" POS ")
