@@ -11,8 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::HttpBody;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{Request, StatusCode};
+use axum::http::{Request, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use commerce_core::demo::DemoSummary;
@@ -96,12 +98,14 @@ pub fn router(state: AppState, config: &Config) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.http.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(config.http.request_timeout_secs),
         ))
         .layer(CatchPanicLayer::custom(|_| internal_error()))
+        .layer(middleware::map_response(coded_empty_errors))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             let request_id = request
                 .headers()
@@ -115,10 +119,57 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .with_state(state)
 }
 
+/// Unknown routes.
+async fn not_found() -> Response {
+    coded_error(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "no such route; GraphQL is served at /graphql",
+    )
+}
+
+/// Errors produced below the handlers (405 from the router, 408 from the timeout) come with
+/// an empty body; give them the same coded JSON shape as every other error.
+async fn coded_empty_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || response.body().size_hint().exact() != Some(0)
+    {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("METHOD_NOT_ALLOWED", "method not allowed on this route")
+        }
+        StatusCode::REQUEST_TIMEOUT => (
+            "REQUEST_TIMEOUT",
+            "the request took too long and was stopped",
+        ),
+        StatusCode::NOT_FOUND => ("NOT_FOUND", "no such route"),
+        _ if status.is_client_error() => ("BAD_REQUEST", "the request was refused"),
+        _ => ("INTERNAL", "internal error"),
+    };
+    let mut coded = coded_error(status, code, message);
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            coded.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    coded
+}
+
+fn coded_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    (status, Json(body)).into_response()
+}
+
 /// A panic never reaches the client as anything but a coded error.
 fn internal_error() -> Response {
-    let body = json!({ "errors": [{ "message": "internal error", "extensions": { "code": "INTERNAL" } }] });
-    (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
+    coded_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+        "internal error",
+    )
 }
 
 async fn healthz() -> Json<serde_json::Value> {

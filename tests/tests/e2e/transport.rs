@@ -230,3 +230,33 @@ async fn variables_of_the_wrong_type_fail_validation() {
     assert_eq!(reply.error_codes(), ["GRAPHQL_VALIDATION_FAILED"]);
     assert!(reply.body.get("data").is_none());
 }
+
+#[tokio::test]
+async fn errors_below_the_handlers_are_coded_too() {
+    let app = shared_app();
+    let http = reqwest::Client::new();
+    let put = http
+        .put(format!("{}/graphql", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(
+        put.headers()["allow"].to_str().unwrap().contains("POST"),
+        "the router's Allow header survives"
+    );
+    let body: Value = put.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "METHOD_NOT_ALLOWED"
+    );
+
+    let missing = http
+        .get(format!("{}/nowhere", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "NOT_FOUND");
+}
