@@ -20,6 +20,8 @@ pub const MAX_FILTER_SKUS: usize = 100;
 pub const MAX_FILTER_ATTRIBUTES: usize = 10;
 /// Longest accepted search text, in characters.
 pub const MAX_SEARCH_LEN: usize = 100;
+/// Longest accepted SKU or attribute value in a filter, in characters.
+pub const MAX_FILTER_VALUE_LEN: usize = 200;
 
 /// Narrows a product listing; every condition given must hold.
 #[derive(Clone, Debug, Default)]
@@ -139,6 +141,12 @@ fn attribute_equals(backend: DbBackend, attribute: &AttributeFilter) -> Result<E
         return Err(CoreError::invalid(
             "filter.attributes.key",
             format!("{key:?} must be 1-64 letters, digits or underscores"),
+        ));
+    }
+    if attribute.value.chars().count() > MAX_FILTER_VALUE_LEN {
+        return Err(CoreError::invalid(
+            "filter.attributes.value",
+            format!("at most {MAX_FILTER_VALUE_LEN} characters"),
         ));
     }
     let value = attribute.value.clone();

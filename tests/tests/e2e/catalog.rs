@@ -193,6 +193,15 @@ async fn invalid_filters_are_rejected_with_the_field_named() {
         ),
         (json!({ "categoryId": "not-an-id" }), "filter.categoryId"),
         (json!({ "search": "   " }), "filter.search"),
+        (json!({ "search": "x".repeat(101) }), "filter.search"),
+        (
+            json!({ "skus": (0..101).map(|i| format!("SKU-{i}")).collect::<Vec<_>>() }),
+            "filter.skus",
+        ),
+        (
+            json!({ "attributes": (0..11).map(|i| json!({ "key": format!("k{i}"), "value": "v" })).collect::<Vec<_>>() }),
+            "filter.attributes",
+        ),
     ] {
         let reply = client
             .query(PAGE, json!({ "first": 5, "filter": filter }))
