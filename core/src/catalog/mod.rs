@@ -307,17 +307,6 @@ pub async fn list_categories(db: &impl ConnectionTrait) -> Result<Vec<category::
         .await?)
 }
 
-/// The categories among `ids`.
-pub async fn categories_by_ids(
-    db: &DatabaseConnection,
-    ids: &[i64],
-) -> Result<Vec<category::Model>, CoreError> {
-    Ok(category::Entity::find()
-        .filter(category::Column::Id.is_in(ids.iter().copied()))
-        .all(db)
-        .await?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

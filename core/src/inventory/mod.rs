@@ -9,18 +9,15 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOr
 use crate::CoreError;
 use crate::entities::stock_level;
 
-/// Stock levels of the given variants, restricted to `location_ids` when given.
+/// Stock levels of the given variants at the given locations.
 pub async fn stock_levels_for_variants(
     db: &DatabaseConnection,
     variant_ids: &[i64],
-    location_ids: Option<&[i64]>,
+    location_ids: &[i64],
 ) -> Result<Vec<stock_level::Model>, CoreError> {
-    let mut select = stock_level::Entity::find()
-        .filter(stock_level::Column::VariantId.is_in(variant_ids.iter().copied()));
-    if let Some(location_ids) = location_ids {
-        select = select.filter(stock_level::Column::LocationId.is_in(location_ids.iter().copied()));
-    }
-    Ok(select
+    Ok(stock_level::Entity::find()
+        .filter(stock_level::Column::VariantId.is_in(variant_ids.iter().copied()))
+        .filter(stock_level::Column::LocationId.is_in(location_ids.iter().copied()))
         .order_by_asc(stock_level::Column::VariantId)
         .order_by_asc(stock_level::Column::LocationId)
         .all(db)

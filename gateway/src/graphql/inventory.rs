@@ -191,7 +191,7 @@ impl Loader<i64> for StockByVariant {
 
     async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
         let levels =
-            inventory::stock_levels_for_variants(&self.db, keys, Some(&self.location_ids)).await?;
+            inventory::stock_levels_for_variants(&self.db, keys, &self.location_ids).await?;
         let mut grouped: HashMap<i64, Vec<stock_level::Model>> = HashMap::new();
         for level in levels {
             grouped.entry(level.variant_id).or_default().push(level);
