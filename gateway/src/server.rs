@@ -32,7 +32,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::{Config, ConfigError, GraphqlConfig};
 use crate::graphql::{GatewaySchema, build_schema};
-use crate::transport;
+use crate::transport::{self, ResponseMedia};
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -159,8 +159,7 @@ async fn coded_empty_errors(response: Response) -> Response {
 }
 
 fn coded_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
-    (status, Json(body)).into_response()
+    transport::request_error(status, ResponseMedia::Json, code, message)
 }
 
 /// A panic never reaches the client as anything but a coded error.

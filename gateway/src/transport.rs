@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::graphql::RequestContext;
-use crate::graphql::errors::{ApiError, code};
+use crate::graphql::errors::code;
 use crate::server::AppState;
 
 /// The GraphQL-over-HTTP response media type.
@@ -43,6 +43,15 @@ impl ResponseMedia {
         match self {
             Self::GraphqlResponseJson => GRAPHQL_RESPONSE_JSON,
             Self::Json => "application/json",
+        }
+    }
+
+    /// The status of a well-formed request that failed before execution: 400 under the new
+    /// media type, 200 under `application/json` (the spec's rule for legacy clients).
+    fn request_error_status(self) -> StatusCode {
+        match self {
+            Self::GraphqlResponseJson => StatusCode::BAD_REQUEST,
+            Self::Json => StatusCode::OK,
         }
     }
 }
@@ -87,10 +96,19 @@ pub fn negotiate(accept: Option<&str>) -> Option<ResponseMedia> {
     best.map(|(_, media)| media)
 }
 
+/// The body of every error response without `data`: `{"errors":[{message, extensions.code}]}`.
+pub(crate) fn error_body(code: &str, message: &str) -> String {
+    json!({ "errors": [{ "message": message, "extensions": { "code": code } }] }).to_string()
+}
+
 /// A response carrying only errors, no `data` (a request error in the spec's terms).
-fn request_error(status: StatusCode, media: ResponseMedia, code: &str, message: &str) -> Response {
-    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
-    with_media(status, media, body.to_string())
+pub(crate) fn request_error(
+    status: StatusCode,
+    media: ResponseMedia,
+    code: &str,
+    message: &str,
+) -> Response {
+    with_media(status, media, error_body(code, message))
 }
 
 fn with_media(status: StatusCode, media: ResponseMedia, body: String) -> Response {
@@ -304,19 +322,25 @@ fn parse_post_body(body: &[u8]) -> Result<GraphqlParams, String> {
     })
 }
 
+/// Why a request has no channel.
+enum ChannelError {
+    /// The header names no channel (or is not text); the message says so.
+    Unknown(String),
+    /// The database failed; logged.
+    Internal,
+}
+
 /// Resolves the channel of a request from `X-Channel`.
 async fn resolve_channel(
     state: &AppState,
     headers: &HeaderMap,
-) -> Result<ChannelPolicy, (StatusCode, &'static str, String)> {
+) -> Result<ChannelPolicy, ChannelError> {
     // A header that is present but not visible ASCII is refused, never read as the default.
     let code = match headers.get(CHANNEL_HEADER).map(|v| v.to_str()) {
         None => DEFAULT_CHANNEL.to_owned(),
         Some(Ok(code)) if !code.trim().is_empty() => code.trim().to_ascii_lowercase(),
         Some(_) => {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                code::UNKNOWN_CHANNEL,
+            return Err(ChannelError::Unknown(
                 "the X-Channel header must name a channel such as web, mobile, pos or b2b"
                     .to_owned(),
             ));
@@ -334,21 +358,13 @@ async fn resolve_channel(
                         .join(", ")
                 })
                 .unwrap_or_default();
-            Err((
-                StatusCode::BAD_REQUEST,
-                code::UNKNOWN_CHANNEL,
-                format!(
-                    "unknown channel {code:?} in the X-Channel header; known channels: {known}"
-                ),
-            ))
+            Err(ChannelError::Unknown(format!(
+                "unknown channel {code:?} in the X-Channel header; known channels: {known}"
+            )))
         }
         Err(err) => {
-            let _ = ApiError::from(err); // logs the cause
-            Err((
-                StatusCode::INTERNAL_SERVER_ERROR,
-                code::INTERNAL,
-                "internal error".to_owned(),
-            ))
+            tracing::error!(error = %err, channel = %code, "loading the channel failed");
+            Err(ChannelError::Internal)
         }
     }
 }
@@ -360,18 +376,6 @@ async fn execute(
     method: Method,
     media: ResponseMedia,
 ) -> Response {
-    let policy = match resolve_channel(state, headers).await {
-        Ok(policy) => policy,
-        Err((status, code, message)) => {
-            // Under application/json a well-formed request is answered with 200 (spec, legacy).
-            let status = if media == ResponseMedia::Json && status.is_client_error() {
-                StatusCode::OK
-            } else {
-                status
-            };
-            return request_error(status, media, code, &message);
-        }
-    };
     let mut request = async_graphql::Request::new(params.query);
     if let Some(variables) = params.variables {
         request = request.variables(Variables::from_json(variables));
@@ -379,19 +383,20 @@ async fn execute(
     if let Some(name) = &params.operation_name {
         request = request.operation_name(name.clone());
     }
-    // Parse once here: syntax errors are request errors, and GET must know the operation type.
+    // Parse once, before any database work: syntax errors and missing variables are request
+    // errors, and GET must know the operation type. The executor reuses the parsed document.
     let variables = std::mem::take(&mut request.variables);
     let operation_type = match request.parsed_query() {
         Ok(document) => {
             let operation =
                 selected_operation(&document.operations, params.operation_name.as_deref());
             if let Some(message) = operation.and_then(|op| missing_variable(op, &variables)) {
-                let status = if media == ResponseMedia::GraphqlResponseJson {
-                    StatusCode::BAD_REQUEST
-                } else {
-                    StatusCode::OK
-                };
-                return request_error(status, media, code::BAD_USER_INPUT, &message);
+                return request_error(
+                    media.request_error_status(),
+                    media,
+                    code::BAD_USER_INPUT,
+                    &message,
+                );
             }
             operation.map(|op| op.node.ty)
         }
@@ -399,9 +404,7 @@ async fn execute(
             err.extensions
                 .get_or_insert_with(Default::default)
                 .set("code", code::GRAPHQL_PARSE_FAILED);
-            let mut response = async_graphql::Response::from_errors(vec![err]);
-            response.data = Value::Null;
-            return render(response, media);
+            return render(async_graphql::Response::from_errors(vec![err]), media);
         }
     };
     request.variables = variables;
@@ -422,6 +425,25 @@ async fn execute(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
+    let policy = match resolve_channel(state, headers).await {
+        Ok(policy) => policy,
+        Err(ChannelError::Unknown(message)) => {
+            return request_error(
+                media.request_error_status(),
+                media,
+                code::UNKNOWN_CHANNEL,
+                &message,
+            );
+        }
+        Err(ChannelError::Internal) => {
+            return request_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                media,
+                code::INTERNAL,
+                "internal error",
+            );
+        }
+    };
     let context = RequestContext {
         db: state.db.clone(),
         channel: Arc::new(policy),
@@ -497,9 +519,10 @@ fn render(mut response: async_graphql::Response, media: ResponseMedia) -> Respon
         errors: &response.errors,
         extensions: &response.extensions,
     };
-    let body = serde_json::to_string(&body).unwrap_or_else(|_| internal_body());
-    let status = if request_failed && media == ResponseMedia::GraphqlResponseJson {
-        StatusCode::BAD_REQUEST
+    let body = serde_json::to_string(&body)
+        .unwrap_or_else(|_| error_body(code::INTERNAL, "internal error"));
+    let status = if request_failed {
+        media.request_error_status()
     } else {
         StatusCode::OK
     };
@@ -516,11 +539,6 @@ struct ResponseBody<'a> {
     errors: &'a [ServerError],
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     extensions: &'a BTreeMap<String, Value>,
-}
-
-fn internal_body() -> String {
-    json!({ "errors": [{ "message": "internal error", "extensions": { "code": code::INTERNAL } }] })
-        .to_string()
 }
 
 #[cfg(test)]

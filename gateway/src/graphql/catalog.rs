@@ -379,21 +379,9 @@ pub(crate) async fn prime_page_loaders(
     if products.is_empty() || variants_field.is_empty() {
         return Ok(());
     }
-    let rc = request_context(ctx);
     let product_ids: Vec<i64> = products.iter().map(|p| p.id).collect();
-    let mut by_product: HashMap<i64, Vec<variant::Model>> =
-        product_ids.iter().map(|id| (*id, Vec::new())).collect();
-    for variant in catalog::variants_of_products(&rc.db, &product_ids).await? {
-        by_product
-            .entry(variant.product_id)
-            .or_default()
-            .push(variant);
-    }
+    let by_product = prime_list_loader::<VariantsByProduct, _>(ctx, &product_ids).await?;
     let variant_ids: Vec<i64> = by_product.values().flatten().map(|v| v.id).collect();
-    ctx.data_unchecked::<RequestLoader<VariantsByProduct>>()
-        .feed_many(by_product)
-        .await;
-
     if variants_field.iter().any(|v| v.field("product").exists()) {
         let page = products.iter().map(|p| (p.id, p.clone()));
         ctx.data_unchecked::<RequestLoader<ProductsById>>()
@@ -404,14 +392,28 @@ pub(crate) async fn prime_page_loaders(
         .iter()
         .any(|v| v.field("availability").exists() || v.field("stockLevels").exists())
     {
-        let stock = ctx.data_unchecked::<RequestLoader<StockByVariant>>();
-        let levels = stock.loader().load(&variant_ids).await?;
-        let all = variant_ids
-            .iter()
-            .map(|id| (*id, levels.get(id).cloned().unwrap_or_default()));
-        stock.feed_many(all).await;
+        prime_list_loader::<StockByVariant, _>(ctx, &variant_ids).await?;
     }
     Ok(())
+}
+
+/// Runs a list loader once for all `keys` and feeds every key into the request's cache, an
+/// empty list for keys without rows, so none of them reaches the timer-based batch later.
+async fn prime_list_loader<T, V>(
+    ctx: &Context<'_>,
+    keys: &[i64],
+) -> Result<HashMap<i64, Vec<V>>, ApiError>
+where
+    T: Loader<i64, Value = Vec<V>, Error = ApiError>,
+    V: Clone + Send + Sync + 'static,
+{
+    let loader = ctx.data_unchecked::<RequestLoader<T>>();
+    let loaded = loader.loader().load(keys).await?;
+    let all = keys
+        .iter()
+        .map(|key| (*key, loaded.get(key).cloned().unwrap_or_default()));
+    loader.feed_many(all).await;
+    Ok(loaded)
 }
 
 /// Loads the variants of many products in one statement.

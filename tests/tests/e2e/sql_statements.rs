@@ -60,3 +60,29 @@ async fn a_catalog_page_costs_the_same_statements_for_10_and_50_products() {
     }
     app.gateway.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn requests_that_fail_before_execution_touch_no_database() {
+    let app = spawn_app().await;
+    let client = Client::new(app.gateway.url());
+    let before = app.gateway.sql_statements();
+    let syntax = client
+        .query("{ products(first: 2 { nodes { id } } }", json!({}))
+        .await;
+    assert_eq!(syntax.error_codes(), ["GRAPHQL_PARSE_FAILED"]);
+    let missing = client
+        .query(
+            "query($n: Int!) { products(first: $n) { totalCount } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(missing.error_codes(), ["BAD_USER_INPUT"]);
+    let (over_get, _) = client.get(&[("query", "mutation { anything }")]).await;
+    assert_eq!(over_get.error_codes(), ["METHOD_NOT_ALLOWED"]);
+    assert_eq!(
+        app.gateway.sql_statements(),
+        before,
+        "no SQL for requests refused up front"
+    );
+    app.gateway.stop().await.unwrap();
+}
