@@ -11,5 +11,6 @@ pub mod entities;
 pub mod error;
 pub mod inventory;
 pub mod money;
+pub mod pricing;
 
 pub use error::CoreError;
