@@ -1,6 +1,7 @@
 //! Load driver: runs the storefront's catalog page (20 products with variants and stock) over
-//! HTTP for a fixed time, then `GET /healthz` as the baseline of the same run, and prints
-//! requests/s, p50 and p99 of each and their ratio.
+//! HTTP for a fixed time, then the same page with each variant's price (`price { unitPrice
+//! lineTotal }`), then `GET /healthz` as the baseline of the same run, and prints requests/s,
+//! p50 and p99 of each and their ratios to the baseline (and of the priced page to the plain one).
 //!
 //! `cargo run --release -p bench --bin load -- --seconds 10 --concurrency 16`
 //! starts its own gateway with the demo data on a fresh SQLite file; `--url` targets a
@@ -14,6 +15,14 @@ use serde_json::json;
 const CATALOG_PAGE: &str = "query CatalogPage($first: Int!) {
   products(first: $first) {
     edges { cursor node { id slug name category { name } variants { sku options { name value } availability { status quantity } } } }
+    pageInfo { hasNextPage endCursor }
+  }
+}";
+
+/// The catalog page with the viewer's price of one unit of each variant.
+const PRICED_CATALOG_PAGE: &str = "query PricedCatalogPage($first: Int!) {
+  products(first: $first) {
+    edges { cursor node { id slug name category { name } variants { sku options { name value } availability { status quantity } price { unitPrice lineTotal } } } }
     pageInfo { hasNextPage endCursor }
   }
 }";
@@ -51,7 +60,67 @@ impl Figures {
 #[derive(Clone, Copy)]
 enum Scenario {
     CatalogPage,
+    PricedCatalogPage,
     Health,
+}
+
+impl Scenario {
+    /// The GraphQL request body, for the GraphQL scenarios.
+    fn body(self) -> Option<String> {
+        let query = match self {
+            Self::CatalogPage => CATALOG_PAGE,
+            Self::PricedCatalogPage => PRICED_CATALOG_PAGE,
+            Self::Health => return None,
+        };
+        Some(json!({ "query": query, "variables": { "first": 20 } }).to_string())
+    }
+}
+
+/// Whether a response body reports GraphQL errors (a 200 with `errors` is a failure here).
+fn has_errors(body: &[u8]) -> bool {
+    std::str::from_utf8(body).map_or(true, |text| text.contains("\"errors\":"))
+}
+
+/// One request of each GraphQL scenario before timing anything: they must answer without
+/// errors, and the priced page must price every variant.
+async fn preflight(url: &str) -> Result<(), String> {
+    let client = reqwest::Client::new();
+    for scenario in [Scenario::CatalogPage, Scenario::PricedCatalogPage] {
+        let body = scenario.body().expect("a GraphQL scenario");
+        let response: serde_json::Value = client
+            .post(format!("{url}/graphql"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(errors) = response.get("errors") {
+            return Err(format!("GraphQL errors: {errors}"));
+        }
+        let variants: Vec<&serde_json::Value> = response["data"]["products"]["edges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|edge| edge["node"]["variants"].as_array().into_iter().flatten())
+            .collect();
+        if variants.is_empty() {
+            return Err("the catalog page has no variants".into());
+        }
+        if matches!(scenario, Scenario::PricedCatalogPage) {
+            let priced = variants
+                .iter()
+                .filter(|v| !v["price"]["unitPrice"].is_null())
+                .count();
+            if priced != variants.len() {
+                return Err(format!("{priced} of {} variants priced", variants.len()));
+            }
+            println!("priced page: {priced} variants priced per request");
+        }
+    }
+    Ok(())
 }
 
 async fn run(name: &'static str, url: &str, scenario: Scenario, args: &Args) -> Figures {
@@ -68,22 +137,24 @@ async fn run(name: &'static str, url: &str, scenario: Scenario, args: &Args) -> 
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut errors = 0;
-                let body =
-                    json!({ "query": CATALOG_PAGE, "variables": { "first": 20 } }).to_string();
+                let body = scenario.body();
                 while Instant::now() < deadline {
                     let sent = Instant::now();
-                    let request = match scenario {
-                        Scenario::CatalogPage => client
+                    let request = match &body {
+                        Some(body) => client
                             .post(format!("{url}/graphql"))
                             .header("content-type", "application/json")
                             .body(body.clone()),
-                        Scenario::Health => client.get(format!("{url}/healthz")),
+                        None => client.get(format!("{url}/healthz")),
                     };
                     let ok = match request.send().await {
-                        Ok(response) => {
-                            response.status().is_success() && response.bytes().await.is_ok()
+                        Ok(response) if response.status().is_success() => {
+                            match response.bytes().await {
+                                Ok(bytes) => body.is_none() || !has_errors(&bytes),
+                                Err(_) => false,
+                            }
                         }
-                        Err(_) => false,
+                        _ => false,
                     };
                     if ok {
                         latencies.push(sent.elapsed());
@@ -122,13 +193,24 @@ async fn run(name: &'static str, url: &str, scenario: Scenario, args: &Args) -> 
 
 fn print(f: &Figures) {
     println!(
-        "{:<28} {:>10.0} req/s   p50 {:>8.2} ms   p99 {:>8.2} ms   ({} requests, {} errors)",
+        "{:<36} {:>10.0} req/s   p50 {:>8.2} ms   p99 {:>8.2} ms   ({} requests, {} errors)",
         f.name,
         f.per_second(),
         f.p50.as_secs_f64() * 1000.0,
         f.p99.as_secs_f64() * 1000.0,
         f.requests,
         f.errors
+    );
+}
+
+/// `what`'s throughput as a fraction of `base`'s, and its p50 and p99 as multiples of `base`'s.
+fn print_ratio(label: &str, what: &Figures, base: &Figures) {
+    let over = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(f64::EPSILON);
+    println!(
+        "ratio {label:<30} throughput {:.4}, p50 latency x{:.1}, p99 latency x{:.1}",
+        what.per_second() / base.per_second().max(f64::EPSILON),
+        over(what.p50, base.p50),
+        over(what.p99, base.p99)
     );
 }
 
@@ -155,38 +237,52 @@ async fn main() {
         "target {url}, {} connections, {} s per scenario",
         args.concurrency, args.seconds
     );
-    // Warm up connections and caches so the first scenario is not penalised.
-    let _ = run(
-        "warm-up",
-        &url,
-        Scenario::CatalogPage,
-        &Args {
-            seconds: 1,
-            concurrency: args.concurrency,
-            url: None,
-        },
-    )
-    .await;
+    let checked = preflight(&url).await;
+    if let Err(why) = &checked {
+        eprintln!("preflight failed: {why}");
+    } else {
+        // Warm up connections and caches so the first scenario is not penalised.
+        let _ = run(
+            "warm-up",
+            &url,
+            Scenario::PricedCatalogPage,
+            &Args {
+                seconds: 1,
+                concurrency: args.concurrency,
+                url: None,
+            },
+        )
+        .await;
 
-    let catalog = run(
-        "POST /graphql catalog page",
-        &url,
-        Scenario::CatalogPage,
-        &args,
-    )
-    .await;
-    let health = run("GET /healthz (baseline)", &url, Scenario::Health, &args).await;
-    print(&catalog);
-    print(&health);
-    println!(
-        "ratio catalog/baseline: throughput {:.3}, p50 latency x{:.1}",
-        catalog.per_second() / health.per_second().max(f64::EPSILON),
-        catalog.p50.as_secs_f64() / health.p50.as_secs_f64().max(f64::EPSILON)
-    );
+        let catalog = run(
+            "POST /graphql catalog page",
+            &url,
+            Scenario::CatalogPage,
+            &args,
+        )
+        .await;
+        let priced = run(
+            "POST /graphql catalog page + prices",
+            &url,
+            Scenario::PricedCatalogPage,
+            &args,
+        )
+        .await;
+        let health = run("GET /healthz (baseline)", &url, Scenario::Health, &args).await;
+        print(&catalog);
+        print(&priced);
+        print(&health);
+        print_ratio("catalog/baseline:", &catalog, &health);
+        print_ratio("catalog+prices/baseline:", &priced, &health);
+        print_ratio("catalog+prices/catalog:", &priced, &catalog);
+    }
     if let Some((running, path)) = running {
         let _ = running.stop().await;
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
+    }
+    if checked.is_err() {
+        std::process::exit(1);
     }
 }

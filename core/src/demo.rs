@@ -17,10 +17,10 @@ use serde_json::json;
 use crate::CoreError;
 use crate::entities::{
     category, channel, channel_location, channel_product, company, customer, customer_group,
-    inventory_movement, price_list, price_list_entry, product, promotion, stock_level,
-    stock_location, variant,
+    inventory_movement, price_list, price_list_entry, product, promotion, quantity_rule,
+    stock_level, stock_location, variant,
 };
-use crate::money::ExactDecimal;
+use crate::money::{StoredAmount, to_stored};
 
 /// The fixed seed of the demo data.
 pub const DEMO_SEED: u64 = 0x5EED_C0FF_EE00_2026;
@@ -37,6 +37,7 @@ pub struct DemoSummary {
     pub variants: usize,
     pub stock_levels: usize,
     pub price_entries: usize,
+    pub quantity_rules: usize,
 }
 
 /// A tiny deterministic generator (SplitMix64): the demo needs repeatability, not quality.
@@ -426,6 +427,12 @@ fn price(rng: &mut Rng, (low, high): (i64, i64)) -> Decimal {
     Decimal::new(rng.range(low, high) * 100 + cents, 2)
 }
 
+/// A demo amount as a money column value (every demo amount is storable; this only turns a
+/// mistake in the data below into an error instead of a panic).
+fn stored(amount: Decimal) -> Result<StoredAmount, CoreError> {
+    to_stored(amount).map_err(|err| CoreError::invalid("demo amount", err.to_string()))
+}
+
 fn slugify(text: &str) -> String {
     text.to_lowercase()
         .chars()
@@ -807,13 +814,13 @@ async fn seed(txn: &DatabaseTransaction) -> Result<DemoSummary, CoreError> {
         contracts.push(contract.id);
     }
     let entry = |list_id: i64, variant_id: i64, min_quantity: i32, amount: Decimal| {
-        price_list_entry::ActiveModel {
+        Ok::<_, CoreError>(price_list_entry::ActiveModel {
             price_list_id: Set(list_id),
             variant_id: Set(variant_id),
             min_quantity: Set(min_quantity),
-            amount: Set(ExactDecimal(amount)),
+            amount: Set(stored(amount)?),
             ..Default::default()
-        }
+        })
     };
     let percent = |amount: Decimal, pct: i64, dp: u32| (amount * Decimal::new(pct, 2)).round_dp(dp);
     let mut entries = Vec::new();
@@ -822,17 +829,17 @@ async fn seed(txn: &DatabaseTransaction) -> Result<DemoSummary, CoreError> {
         let in_b2b = seed.top == "office" || index % 3 == 0;
         for (sku, _, _) in &seed.variants {
             let id = variant_ids[sku];
-            entries.push(entry(base.id, id, 1, seed.base_price));
+            entries.push(entry(base.id, id, 1, seed.base_price)?);
             if index % 5 == 1 && seed.top != "office" {
-                entries.push(entry(mobile.id, id, 1, percent(seed.base_price, 95, 2)));
+                entries.push(entry(mobile.id, id, 1, percent(seed.base_price, 95, 2))?);
             }
             if in_b2b {
                 b2b_variants.push((id, seed.base_price));
-                entries.push(entry(b2b.id, id, 1, percent(seed.base_price, 85, 2)));
-                entries.push(entry(b2b.id, id, 12, percent(seed.base_price, 80, 2)));
-                entries.push(entry(b2b.id, id, 48, percent(seed.base_price, 75, 2)));
+                entries.push(entry(b2b.id, id, 1, percent(seed.base_price, 85, 2))?);
+                entries.push(entry(b2b.id, id, 12, percent(seed.base_price, 80, 2))?);
+                entries.push(entry(b2b.id, id, 48, percent(seed.base_price, 75, 2))?);
                 if seed.top == "office" {
-                    entries.push(entry(wholesale.id, id, 1, percent(seed.base_price, 82, 2)));
+                    entries.push(entry(wholesale.id, id, 1, percent(seed.base_price, 82, 2))?);
                 }
             }
         }
@@ -846,19 +853,19 @@ async fn seed(txn: &DatabaseTransaction) -> Result<DemoSummary, CoreError> {
                 *id,
                 1,
                 percent(*base_price, 78 - offset as i64, 4),
-            ));
+            )?);
             entries.push(entry(
                 *contract_id,
                 *id,
                 25,
                 percent(*base_price, 72 - offset as i64, 4),
-            ));
+            )?);
             entries.push(entry(
                 *contract_id,
                 *id,
                 100,
                 percent(*base_price, 65 - offset as i64, 4),
-            ));
+            )?);
         }
     }
     summary.price_entries = entries.len();
@@ -950,7 +957,9 @@ async fn seed(txn: &DatabaseTransaction) -> Result<DemoSummary, CoreError> {
             target_kind: Set(target_kind.to_owned()),
             target_id: Set(target_id),
             discount_kind: Set(kind.to_owned()),
-            value: Set(ExactDecimal(value)),
+            value: Set(stored(value)?),
+            // Amounts are in the B2B channel's currency; percentages apply in any currency.
+            currency: Set((kind != "percent_off").then(|| "USD".to_owned())),
             min_quantity: Set(min_quantity),
             starts_at: Set(limited.then(|| now - Duration::days(7))),
             ends_at: Set(limited.then(|| now + Duration::days(30))),
@@ -962,6 +971,68 @@ async fn seed(txn: &DatabaseTransaction) -> Result<DemoSummary, CoreError> {
         .insert(txn)
         .await?;
     }
+
+    // ---- quantity rules (no random draws: everything above is unchanged by them) ----
+    // - B2B list (`b2b-usd`): copy paper in cases of 5, at least 10 (min 10, increment 5, no
+    //   maximum) on every variant of the paper category's copy-paper products: PP-0064,
+    //   PP-0142, PP-0181, PP-0207, PP-0220, PP-0272, PP-0324, PP-0337, PP-0363, PP-0389,
+    //   PP-0454, PP-0480 and PP-0519 (-P1, -P2 and, for PP-0454, -P3): 28 rules.
+    // - Wholesale group list (`wholesale-usd`): at most 50 per order of the first ink
+    //   cartridge, IK-0039-P1, -P2 and -P3 (min 1, max 50, increment 1).
+    // - ACME's contract (`contract-acme`): IK-0013-P1 (a toner) in boxes of 25, from 25 up
+    //   to 1000 (min 25, max 1000, increment 25).
+    let rule = |list_id: i64, variant_id: i64, min: i32, max: Option<i32>, increment: i32| {
+        quantity_rule::ActiveModel {
+            price_list_id: Set(list_id),
+            variant_id: Set(variant_id),
+            min_quantity: Set(min),
+            max_quantity: Set(max),
+            increment: Set(increment),
+            ..Default::default()
+        }
+    };
+    let variants_of = |seed: &SeedProduct| -> Vec<i64> {
+        seed.variants
+            .iter()
+            .map(|(sku, _, _)| variant_ids[sku])
+            .collect()
+    };
+    let mut rules = Vec::new();
+    for seed in seeds
+        .iter()
+        .filter(|s| s.leaf.slug == "paper" && s.slug.contains("copy-paper"))
+    {
+        for id in variants_of(seed) {
+            rules.push(rule(b2b.id, id, 10, None, 5));
+        }
+    }
+    if let Some(cartridge) = seeds
+        .iter()
+        .find(|s| s.leaf.slug == "ink" && s.slug.contains("ink-cartridge"))
+    {
+        for id in variants_of(cartridge) {
+            rules.push(rule(wholesale.id, id, 1, Some(50), 1));
+        }
+    }
+    // ACME's contract (the first list of `contracts`) covers every third B2B variant from the
+    // first; its first office-supplies variant is sold in boxes of 25.
+    let office: std::collections::HashSet<i64> = seeds
+        .iter()
+        .filter(|s| s.top == "office")
+        .flat_map(variants_of)
+        .collect();
+    if let (Some(acme), Some((id, _))) = (
+        contracts.first(),
+        b2b_variants
+            .iter()
+            .step_by(3)
+            .take(40)
+            .find(|(id, _)| office.contains(id)),
+    ) {
+        rules.push(rule(*acme, *id, 25, Some(1000), 25));
+    }
+    summary.quantity_rules = rules.len();
+    insert_batched(txn, rules).await?;
     Ok(summary)
 }
 

@@ -102,20 +102,63 @@ impl Config {
         })
     }
 
-    /// The listen address, parsed.
-    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen.parse().map_err(|err| ConfigError::Invalid {
+    /// The listen address as host and port: an IP address with a port (`127.0.0.1:8080`,
+    /// `[::1]:8080`, `0.0.0.0:8080`) or a host name with a port (`localhost:8080`). Port 0
+    /// picks a free port. Checked without resolving the name.
+    pub fn listen_host_port(&self) -> Result<(String, u16), ConfigError> {
+        if let Ok(addr) = self.listen.parse::<SocketAddr>() {
+            return Ok((addr.ip().to_string(), addr.port()));
+        }
+        let invalid = |why: &str| ConfigError::Invalid {
             key: "listen",
             reason: format!(
-                "{:?} is not an address like 127.0.0.1:8080 ({err})",
+                "{:?} is not an address like 127.0.0.1:8080 or localhost:8080 ({why})",
                 self.listen
             ),
-        })
+        };
+        let (host, port) = self
+            .listen
+            .rsplit_once(':')
+            .ok_or_else(|| invalid("no port"))?;
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| invalid("the port must be a number from 0 to 65535"))?;
+        let valid_host = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !valid_host {
+            return Err(invalid("not a host name or IP address"));
+        }
+        Ok((host.to_owned(), port))
+    }
+
+    /// The addresses to listen on: the listen address, with a host name resolved (IPv4
+    /// addresses first, so `localhost:8080` serves on 127.0.0.1 where both exist).
+    pub async fn listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        if let Ok(addr) = self.listen.parse::<SocketAddr>() {
+            return Ok(vec![addr]);
+        }
+        let (host, port) = self.listen_host_port()?;
+        let unresolved = |why: String| ConfigError::Invalid {
+            key: "listen",
+            reason: format!("cannot resolve the host of {:?}: {why}", self.listen),
+        };
+        let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|err| unresolved(err.to_string()))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(unresolved("no addresses".into()));
+        }
+        addrs.sort_by_key(SocketAddr::is_ipv6);
+        addrs.dedup();
+        Ok(addrs)
     }
 
     /// Checks every value; the first problem found is returned with its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.listen_addr()?;
+        self.listen_host_port()?;
         let url = &self.database_url;
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")
@@ -193,6 +236,22 @@ mod tests {
             config.validate(),
             Err(ConfigError::Invalid { key: "listen", .. })
         ));
+        for bad in [
+            "localhost",
+            ":8080",
+            "localhost:http",
+            "127.0.0.1:70000",
+            "a b:80",
+        ] {
+            config.listen = bad.into();
+            assert!(
+                matches!(
+                    config.validate(),
+                    Err(ConfigError::Invalid { key: "listen", .. })
+                ),
+                "{bad}"
+            );
+        }
         config.listen = "127.0.0.1:0".into();
         config.graphql.default_page_size = 500;
         assert!(matches!(
@@ -211,5 +270,33 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[tokio::test]
+    async fn listen_accepts_host_names_and_port_zero() {
+        let mut config = Config {
+            listen: "localhost:0".into(),
+            ..Config::default()
+        };
+        config.validate().unwrap();
+        let addrs = config.listen_addrs().await.unwrap();
+        assert!(!addrs.is_empty());
+        assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 0));
+        assert!(addrs[0].is_ipv4() || addrs.iter().all(|a| a.is_ipv6()));
+        config.listen = "localhost:8080".into();
+        assert_eq!(
+            config.listen_host_port().unwrap(),
+            ("localhost".to_owned(), 8080)
+        );
+        config.listen = "[::1]:0".into();
+        assert_eq!(
+            config.listen_addrs().await.unwrap(),
+            vec!["[::1]:0".parse().unwrap()]
+        );
+        config.listen = "0.0.0.0:8080".into();
+        assert_eq!(
+            config.listen_host_port().unwrap(),
+            ("0.0.0.0".to_owned(), 8080)
+        );
     }
 }

@@ -1,12 +1,18 @@
 //! The GraphQL Backend-for-Frontend gateway over the commerce core.
 //!
+//! - [`bus`]: domain events announced after commit (in process for now)
+//! - [`completion`]: response order and null propagation as the spec says
 //! - [`config`]: typed configuration (file + env + flags)
 //! - [`server`]: routes, middleware, start-up
 //! - [`transport`]: GraphQL over HTTP to the letter of the spec
+//! - [`graphiql`]: the in-browser IDE, its assets embedded (no CDN)
 //! - [`graphql`]: the schema, one module per domain
 //! - [`shaping`]: what each channel may see
 
+pub mod bus;
+pub mod completion;
 pub mod config;
+pub mod graphiql;
 pub mod graphql;
 pub mod server;
 pub mod shaping;

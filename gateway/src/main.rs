@@ -1,11 +1,20 @@
-//! `gateway`: serve, migrate, print the schema.
+//! `gateway`: serve, migrate, print the schema, check health.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use gateway::Config;
-use migrations::{Migrator, MigratorTrait};
+use sea_orm::{EntityTrait, PaginatorTrait};
+
+/// The log filter without `RUST_LOG`; with it, the quiet levels of the database crates stay
+/// unless `RUST_LOG` names those crates itself.
+const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn,sea_orm=warn";
+/// Targets kept at `warn` unless `RUST_LOG` names them (their `info` is one line per query).
+const QUIET_TARGETS: [&str; 2] = ["sqlx", "sea_orm"];
 
 #[derive(Parser)]
 #[command(
@@ -24,7 +33,7 @@ enum Command {
     Serve {
         #[command(flatten)]
         common: CommonArgs,
-        /// Address to listen on.
+        /// Address to listen on (e.g. 127.0.0.1:8080, localhost:8080, 0.0.0.0:8080).
         #[arg(long, env = "GATEWAY_LISTEN")]
         listen: Option<String>,
         /// Load the demo data set when the database is empty.
@@ -38,6 +47,16 @@ enum Command {
     },
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Exit 0 when the gateway on the listen address answers `GET /healthz`, else 1
+    /// (for container health checks; 0.0.0.0 is checked on 127.0.0.1).
+    Healthcheck {
+        /// TOML configuration file (for its `listen`).
+        #[arg(long, env = "GATEWAY_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address the gateway listens on.
+        #[arg(long, env = "GATEWAY_LISTEN")]
+        listen: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -52,10 +71,7 @@ struct CommonArgs {
 
 impl CommonArgs {
     fn load(&self) -> anyhow::Result<Config> {
-        let mut config = match &self.config {
-            Some(path) => Config::from_file(path)?,
-            None => Config::default(),
-        };
+        let mut config = load_config(self.config.as_deref())?;
         if let Some(url) = &self.database_url {
             config.database_url = url.clone();
         }
@@ -63,25 +79,36 @@ impl CommonArgs {
     }
 }
 
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    })
+}
+
+/// Start-up errors are one line on stderr (`error: …`) and exit code 1, never a backtrace.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn,sea_orm=warn".into()),
-        )
-        .init();
-    match Cli::parse().command {
+async fn main() -> ExitCode {
+    init_logging();
+    match run(Cli::parse().command).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {}", one_line(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Schema => print!("{}", gateway::schema_sdl()),
         Command::Migrate { common } => {
             let config = common.load()?;
             config.validate()?;
-            let db = commerce_core::db::connect(&config.database_url)
+            let (db, _) = gateway::server::open_database(&config.database_url).await?;
+            commerce_core::db::close(&db)
                 .await
-                .context("connecting to the database")?;
-            Migrator::up(&db, None)
-                .await
-                .context("applying migrations")?;
+                .context("closing the database")?;
             println!("migrations applied");
         }
         Command::Serve {
@@ -94,15 +121,26 @@ async fn main() -> anyhow::Result<()> {
                 config.listen = listen;
             }
             let running = gateway::start(config, demo).await?;
-            if let Some(summary) = &running.demo {
-                println!(
-                    "demo data loaded: {} products, {} variants, {} categories, {} stock levels, {} prices",
-                    summary.products,
-                    summary.variants,
-                    summary.categories,
-                    summary.stock_levels,
-                    summary.price_entries
-                );
+            if demo {
+                match &running.demo {
+                    Some(summary) => println!(
+                        "demo data loaded: {} products, {} variants, {} categories, {} stock levels, {} prices",
+                        summary.products,
+                        summary.variants,
+                        summary.categories,
+                        summary.stock_levels,
+                        summary.price_entries
+                    ),
+                    None => {
+                        let products = commerce_core::entities::product::Entity::find()
+                            .count(&running.state.db)
+                            .await
+                            .map_or_else(|_| "some".to_owned(), |n| n.to_string());
+                        println!(
+                            "database already has data ({products} products): demo data not loaded, kept what is there"
+                        );
+                    }
+                }
             }
             println!("GraphiQL: {}/graphql", running.url());
             println!(
@@ -110,10 +148,140 @@ async fn main() -> anyhow::Result<()> {
             );
             shutdown_signal().await;
             println!("shutting down");
-            running.stop().await?;
+            running.stop().await.context("stopping")?;
+        }
+        Command::Healthcheck { config, listen } => {
+            let mut config = load_config(config.as_deref())?;
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            let target = health_target(&config.listen)?;
+            return Ok(match healthcheck(&target).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(why) => {
+                    eprintln!("unhealthy: http://{target}/healthz: {why}");
+                    ExitCode::FAILURE
+                }
+            });
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs go to stdout, coloured only on a terminal.
+fn init_logging() {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let wanted = log_filter(rust_log.as_deref());
+    let filter = tracing_subscriber::EnvFilter::try_new(&wanted).unwrap_or_else(|err| {
+        eprintln!("warning: ignoring RUST_LOG ({err}); logging with {DEFAULT_LOG_FILTER}");
+        tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
+}
+
+/// The log filter for a `RUST_LOG` value: the default without one; with one, that value plus
+/// `sqlx=warn` and `sea_orm=warn` unless it names those targets itself.
+fn log_filter(rust_log: Option<&str>) -> String {
+    let spec = rust_log.map(str::trim).unwrap_or("");
+    if spec.is_empty() {
+        return DEFAULT_LOG_FILTER.to_owned();
+    }
+    let mut filter = spec.to_owned();
+    for quiet in QUIET_TARGETS {
+        let named = spec.split(',').any(|directive| {
+            let target = directive.trim().split(['=', '[']).next().unwrap_or("");
+            target == quiet
+                || target
+                    .strip_prefix(quiet)
+                    .is_some_and(|rest| rest.starts_with("::"))
+        });
+        if !named {
+            filter.push_str(&format!(",{quiet}=warn"));
+        }
+    }
+    filter
+}
+
+/// An error and its causes on one line, each cause once (many messages already embed their
+/// source), with multi-line messages (such as TOML's) folded without their source excerpts.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause
+            .to_string()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !is_source_excerpt(l))
+            .collect::<Vec<_>>()
+            .join(": ");
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// `|`, `2 | key = 1` and `| ^^^` lines of a parser's excerpt.
+fn is_source_excerpt(line: &str) -> bool {
+    line.split_once('|')
+        .is_some_and(|(before, _)| before.trim().chars().all(|c| c.is_ascii_digit()))
+}
+
+/// The `host:port` to check for a listen address: an unspecified address (0.0.0.0, [::]) is
+/// checked on loopback.
+fn health_target(listen: &str) -> anyhow::Result<String> {
+    let config = Config {
+        listen: listen.to_owned(),
+        ..Config::default()
+    };
+    let (host, port) = config.listen_host_port()?;
+    anyhow::ensure!(
+        port != 0,
+        "the listen address {listen} has port 0 (a random port); give the real one with --listen or GATEWAY_LISTEN"
+    );
+    Ok(match host.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_unspecified() && ip.is_ipv4() => format!("127.0.0.1:{port}"),
+        Ok(ip) if ip.is_unspecified() => format!("[::1]:{port}"),
+        Ok(ip) if ip.is_ipv6() => format!("[{ip}]:{port}"),
+        _ => format!("{host}:{port}"),
+    })
+}
+
+/// `GET /healthz` over HTTP/1.0 within 3 s; healthy when the status is 200.
+async fn healthcheck(target: &str) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let check = async {
+        let mut stream = tokio::net::TcpStream::connect(target)
+            .await
+            .map_err(|err| err.to_string())?;
+        stream
+            .write_all(format!("GET /healthz HTTP/1.0\r\nHost: {target}\r\n\r\n").as_bytes())
+            .await
+            .map_err(|err| err.to_string())?;
+        let mut response = Vec::new();
+        stream
+            .take(64 * 1024)
+            .read_to_end(&mut response)
+            .await
+            .map_err(|err| err.to_string())?;
+        let response = String::from_utf8_lossy(&response);
+        let status = response.lines().next().unwrap_or("").trim().to_owned();
+        match status.split_whitespace().nth(1) {
+            Some("200") => Ok(()),
+            _ if status.is_empty() => Err("empty response".to_owned()),
+            _ => Err(status),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(3), check)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 3 s".to_owned()))
 }
 
 async fn shutdown_signal() {
@@ -133,5 +301,85 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rust_log_keeps_the_database_crates_quiet_unless_it_names_them() {
+        assert_eq!(log_filter(None), DEFAULT_LOG_FILTER);
+        assert_eq!(log_filter(Some(" ")), DEFAULT_LOG_FILTER);
+        assert_eq!(log_filter(Some("info")), "info,sqlx=warn,sea_orm=warn");
+        assert_eq!(
+            log_filter(Some("debug,gateway::sql=trace")),
+            "debug,gateway::sql=trace,sqlx=warn,sea_orm=warn"
+        );
+        assert_eq!(
+            log_filter(Some("info,sqlx=debug")),
+            "info,sqlx=debug,sea_orm=warn"
+        );
+        assert_eq!(
+            log_filter(Some("info,sqlx::query=info,sea_orm[x]=info")),
+            "info,sqlx::query=info,sea_orm[x]=info"
+        );
+        // A different crate whose name starts alike does not count.
+        assert_eq!(
+            log_filter(Some("sea_orm_migration=info")),
+            "sea_orm_migration=info,sqlx=warn,sea_orm=warn"
+        );
+        for spec in ["info", "debug,sqlx=debug", "sea_orm_migration=info"] {
+            tracing_subscriber::EnvFilter::try_new(log_filter(Some(spec))).unwrap();
+        }
+    }
+
+    #[test]
+    fn errors_are_one_line_with_each_cause_once() {
+        let err = anyhow::Error::from(std::io::Error::other("disk full")).context("writing x");
+        assert_eq!(one_line(&err), "writing x: disk full");
+        let config = toml::from_str::<Config>("[graphql]\nmax_pagesize = 5\n").unwrap_err();
+        let err = anyhow::Error::msg(format!("config file g.toml is invalid: {config}"));
+        let line = one_line(&err);
+        assert!(!line.contains('\n') && !line.contains('^'), "{line}");
+        assert!(
+            line.contains("max_pagesize") && line.contains("line 2"),
+            "{line}"
+        );
+        let start = gateway::StartError::Bind {
+            addr: "127.0.0.1:8080".into(),
+            error: std::io::ErrorKind::AddrInUse.into(),
+            hint: "choose another address with --listen ADDR or GATEWAY_LISTEN",
+        };
+        let line = one_line(&start.into());
+        assert!(
+            line.starts_with("cannot listen on 127.0.0.1:8080: "),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn the_health_check_targets_loopback_for_unspecified_addresses() {
+        assert_eq!(health_target("0.0.0.0:8080").unwrap(), "127.0.0.1:8080");
+        assert_eq!(health_target("[::]:9000").unwrap(), "[::1]:9000");
+        assert_eq!(health_target("10.1.2.3:81").unwrap(), "10.1.2.3:81");
+        assert_eq!(health_target("localhost:8080").unwrap(), "localhost:8080");
+        assert!(health_target("127.0.0.1:0").is_err());
+        assert!(health_target("nowhere").is_err());
+    }
+
+    #[tokio::test]
+    async fn the_health_check_passes_on_a_running_gateway_only() {
+        let config = Config {
+            listen: "127.0.0.1:0".into(),
+            database_url: "sqlite::memory:".into(),
+            ..Config::default()
+        };
+        let running = gateway::start(config, false).await.unwrap();
+        let target = running.addr.to_string();
+        healthcheck(&target).await.unwrap();
+        running.stop().await.unwrap();
+        assert!(healthcheck(&target).await.is_err());
     }
 }

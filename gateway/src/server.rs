@@ -2,6 +2,7 @@
 //!
 //! Module map of the routes:
 //! - `POST /graphql`, `GET /graphql`: [`crate::transport`] (GraphiQL for browsers on GET)
+//! - `GET /graphql/assets/{file}`: [`crate::graphiql`], GraphiQL's embedded assets
 //! - `GET /healthz`: the process is up
 //! - `GET /readyz`: the database answers
 
@@ -42,51 +43,156 @@ pub struct AppState {
     pub graphql_config: Arc<GraphqlConfig>,
     /// SQL statements run since start (also the basis of the N+1 test).
     pub sql_statements: Arc<AtomicU64>,
+    /// Domain events, published after their change committed.
+    pub bus: crate::bus::EventBus,
 }
 
-/// Why the gateway could not start.
+/// Why the gateway could not start. Each message is one line that names what failed (with
+/// the database URL's password redacted), the cause, and where there is one, the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("database {url}: {source}")]
-    Database { url: String, source: DbErr },
+    /// The database could not be opened; `problem` is the cause with a hint.
+    #[error("cannot open the database {url}: {problem}")]
+    Database {
+        url: String,
+        problem: String,
+        error: Option<DbErr>,
+    },
+    #[error("cannot apply the migrations to the database {url}: {error}")]
+    Migrate { url: String, error: DbErr },
     #[error("loading the demo data failed: {0}")]
-    Demo(#[from] CoreError),
-    #[error("cannot listen on {addr}: {source}")]
+    Demo(CoreError),
+    /// The listen address cannot be bound (checked before the database is touched).
+    #[error("cannot listen on {addr}: {error}; {hint}")]
     Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
+        addr: String,
+        error: std::io::Error,
+        hint: &'static str,
     },
 }
 
-/// Connects, counts statements and applies pending migrations.
+impl From<CoreError> for StartError {
+    fn from(err: CoreError) -> Self {
+        Self::Demo(err)
+    }
+}
+
+/// How long a PostgreSQL server may take to accept the first connection at start.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects, counts statements and applies pending migrations. A PostgreSQL server that does
+/// not answer within [`CONNECT_TIMEOUT`] is reported as such.
 pub async fn open_database(url: &str) -> Result<(DatabaseConnection, Arc<AtomicU64>), StartError> {
-    let db_err = |source| StartError::Database {
+    let database_error = |problem: String, error: Option<DbErr>| StartError::Database {
         url: redact(url),
-        source,
+        problem,
+        error,
     };
-    let mut connection = db::connect(url).await.map_err(db_err)?;
+    let connecting = db::connect(url);
+    let connected = if url.starts_with("sqlite:") {
+        connecting.await
+    } else {
+        tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| {
+                database_error(
+                    format!(
+                        "no answer within {} s; check the host and port, and that no firewall \
+                         drops the connection",
+                        CONNECT_TIMEOUT.as_secs()
+                    ),
+                    None,
+                )
+            })?
+    };
+    let mut connection =
+        connected.map_err(|err| database_error(db::explain(url, &err), Some(err)))?;
     let counter = Arc::new(AtomicU64::new(0));
     let count = counter.clone();
     connection.set_metric_callback(move |info| {
         count.fetch_add(1, Ordering::Relaxed);
         tracing::trace!(target: "gateway::sql", elapsed = ?info.elapsed, failed = info.failed, sql = %info.statement);
     });
-    Migrator::up(&connection, None).await.map_err(db_err)?;
+    Migrator::up(&connection, None)
+        .await
+        .map_err(|error| StartError::Migrate {
+            url: redact(url),
+            error,
+        })?;
     Ok((connection, counter))
 }
 
-/// A URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+/// A URL for messages: a password, in the user info or as a `password=` parameter, becomes
+/// `***`; a URL without one is unchanged. The user info ends at the last `@`, so a password
+/// with unencoded `@`, `/`, `?` or `#` is hidden too.
+pub fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let (mut redacted, rest) = match url[scheme_end..].rfind('@') {
+        Some(at) => {
+            let at = scheme_end + at;
+            let user_info = &url[scheme_end..at];
+            let shown = match user_info.split_once(':') {
+                Some((user, _password)) => format!("{user}:***"),
+                None => user_info.to_owned(),
+            };
+            (format!("{}{shown}", &url[..scheme_end]), &url[at..])
         }
-        _ => url.to_owned(),
+        None => (url[..scheme_end].to_owned(), &url[scheme_end..]),
+    };
+    let Some((before_query, query)) = rest.split_once('?') else {
+        redacted.push_str(rest);
+        return redacted;
+    };
+    let (query, fragment) = query
+        .split_once('#')
+        .map_or((query, None), |(q, f)| (q, Some(f)));
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    redacted.push_str(before_query);
+    redacted.push('?');
+    redacted.push_str(&pairs.join("&"));
+    if let Some(fragment) = fragment {
+        redacted.push('#');
+        redacted.push_str(fragment);
     }
+    redacted
+}
+
+/// Binds the listen address (every resolved address is tried in turn).
+async fn bind(config: &Config) -> Result<TcpListener, StartError> {
+    let addrs = config.listen_addrs().await?;
+    let bind_error = |error: std::io::Error| {
+        let hint = match error.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "another process uses this port: stop it, or choose another address with \
+                 --listen ADDR or GATEWAY_LISTEN (e.g. --listen 127.0.0.1:8081)"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "ports below 1024 need privileges: choose another address with --listen ADDR \
+                 or GATEWAY_LISTEN (e.g. --listen 127.0.0.1:8080)"
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                "this machine has no such address: choose another with --listen ADDR or \
+                 GATEWAY_LISTEN (e.g. --listen 127.0.0.1:8080 or 0.0.0.0:8080)"
+            }
+            _ => "choose another address with --listen ADDR or GATEWAY_LISTEN",
+        };
+        StartError::Bind {
+            addr: config.listen.clone(),
+            error,
+            hint,
+        }
+    };
+    TcpListener::bind(&addrs[..]).await.map_err(bind_error)
 }
 
 /// The routes and middleware over a state.
@@ -96,6 +202,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
             "/graphql",
             get(transport::graphql_get).post(transport::graphql_post),
         )
+        .route("/graphql/assets/{file}", get(crate::graphiql::asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -210,35 +317,41 @@ impl RunningGateway {
         self.state.sql_statements.load(Ordering::Relaxed)
     }
 
-    /// Stops accepting, finishes in-flight requests, then returns.
+    /// Stops accepting, finishes in-flight requests, then closes the database: on SQLite the
+    /// write-ahead log is checkpointed into the database file first, so the `.db` file alone
+    /// holds all data afterwards.
     pub async fn stop(self) -> std::io::Result<()> {
         let _ = self.shutdown.send(());
-        self.task.await.unwrap_or(Ok(()))
+        let served = self.task.await.unwrap_or(Ok(()));
+        let closed = db::close(&self.state.db).await;
+        served?;
+        closed.map_err(|err| std::io::Error::other(format!("closing the database: {err}")))
     }
 }
 
-/// Validates the configuration, prepares the database (migrations; demo data when `demo`),
-/// binds and serves in the background.
+/// Validates the configuration, binds the listen address (so a busy port is reported before
+/// the database is touched), prepares the database (migrations; demo data when `demo`) and
+/// serves in the background. Connections that arrive meanwhile wait in the listen backlog.
 pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartError> {
     config.validate()?;
-    let addr = config.listen_addr()?;
+    let listener = bind(&config).await?;
+    let addr = listener.local_addr().map_err(|error| StartError::Bind {
+        addr: config.listen.clone(),
+        error,
+        hint: "choose another address with --listen ADDR or GATEWAY_LISTEN",
+    })?;
     let (db, sql_statements) = open_database(&config.database_url).await?;
     let demo = if demo {
         demo::seed_if_empty(&db).await?
     } else {
         None
     };
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr, source })?;
     let state = AppState {
         schema: build_schema(&config.graphql),
         db,
         graphql_config: Arc::new(config.graphql.clone()),
         sql_statements,
+        bus: crate::bus::EventBus::new(),
     };
     let app = router(state.clone(), &config);
     let (shutdown, signal) = oneshot::channel::<()>();
@@ -260,7 +373,7 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::*;
 
     #[test]
     fn passwords_never_reach_messages() {
@@ -269,8 +382,101 @@ mod tests {
             "postgres://app:***@db:5432/shop"
         );
         assert_eq!(
-            redact("sqlite://data/commerce.db?mode=rwc"),
-            "sqlite://data/commerce.db?mode=rwc"
+            redact("postgres://app:p@ss:w/rd@db/shop?sslmode=disable"),
+            "postgres://app:***@db/shop?sslmode=disable"
         );
+        assert_eq!(
+            redact("postgres://app:pa?ss#w/rd@db/shop"),
+            "postgres://app:***@db/shop"
+        );
+        assert_eq!(
+            redact("postgres://app@db/shop?password=s3cret&sslmode=require"),
+            "postgres://app@db/shop?password=***&sslmode=require"
+        );
+        assert!(!redact("postgres://app:s3cret@db/x").contains("s3cret"));
+    }
+
+    #[test]
+    fn urls_without_a_password_are_shown_as_given() {
+        for url in [
+            "postgres://app@db/x",
+            "postgres://db:5432/x",
+            "postgresql://app@db/x?sslmode=disable",
+            "sqlite://data/commerce.db?mode=rwc",
+            "sqlite::memory:",
+        ] {
+            assert_eq!(redact(url), url);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_busy_port_is_reported_with_the_flag_before_the_database_is_touched() {
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dir = std::env::temp_dir().join(format!("gateway-busy-port-{}", std::process::id()));
+        let config = Config {
+            listen: busy.local_addr().unwrap().to_string(),
+            database_url: format!("sqlite://{}/x.db?mode=rwc", dir.display()),
+            ..Config::default()
+        };
+        let err = start(config, false).await.err().expect("the port is busy");
+        let message = err.to_string();
+        assert!(matches!(err, StartError::Bind { .. }), "{message}");
+        assert!(
+            message.contains("--listen") && message.contains("GATEWAY_LISTEN"),
+            "{message}"
+        );
+        assert!(!dir.exists(), "the database was opened before binding");
+    }
+
+    #[tokio::test]
+    async fn a_closed_postgres_port_is_reported_quickly_with_its_cause() {
+        let url = "postgres://app:s3cret@127.0.0.1:1/shop";
+        let started = std::time::Instant::now();
+        let err = open_database(url)
+            .await
+            .expect_err("nothing listens on port 1");
+        let message = err.to_string();
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            message.contains("postgres://app:***@127.0.0.1:1/shop"),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"), "{message}");
+        assert!(message.contains("refused"), "{message}");
+        assert!(message.contains("is PostgreSQL running"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn localhost_is_a_listen_address() {
+        let config = Config {
+            listen: "localhost:0".into(),
+            database_url: "sqlite::memory:".into(),
+            ..Config::default()
+        };
+        let running = start(config, false).await.expect("localhost:0 binds");
+        assert!(running.addr.ip().is_loopback() && running.addr.port() != 0);
+        let body = reqwest_free_get(running.addr, "/healthz").await;
+        assert!(
+            body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"),
+            "{body}"
+        );
+        running.stop().await.unwrap();
+    }
+
+    /// A minimal HTTP/1.0 GET, enough to see the server answer.
+    async fn reqwest_free_get(addr: SocketAddr, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
     }
 }

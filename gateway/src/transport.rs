@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_graphql::Positioned;
-use async_graphql::parser::types::{DocumentOperations, OperationDefinition, OperationType};
+use async_graphql::parser::types::{OperationDefinition, OperationType};
 use async_graphql::{ServerError, Value, Variables};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -20,8 +20,9 @@ use commerce_core::channels::{self, ChannelPolicy};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::graphql::RequestContext;
+use crate::completion::{complete_response, selected_operation};
 use crate::graphql::errors::code;
+use crate::graphql::{RequestContext, Viewer};
 use crate::server::AppState;
 
 /// The GraphQL-over-HTTP response media type.
@@ -254,12 +255,7 @@ pub async fn graphql_get(
 }
 
 fn graphiql() -> Response {
-    let html = async_graphql::http::GraphiQLSource::build()
-        .endpoint("/graphql")
-        .subscription_endpoint("/graphql/ws")
-        .title("Commerce gateway")
-        .finish();
-    Html(html).into_response()
+    Html(crate::graphiql::PAGE).into_response()
 }
 
 fn not_acceptable() -> Response {
@@ -376,41 +372,35 @@ async fn execute(
     method: Method,
     media: ResponseMedia,
 ) -> Response {
-    let mut request = async_graphql::Request::new(params.query);
-    if let Some(variables) = params.variables {
-        request = request.variables(Variables::from_json(variables));
-    }
-    if let Some(name) = &params.operation_name {
-        request = request.operation_name(name.clone());
-    }
     // Parse once, before any database work: syntax errors and missing variables are request
-    // errors, and GET must know the operation type. The executor reuses the parsed document.
-    let variables = std::mem::take(&mut request.variables);
-    let operation_type = match request.parsed_query() {
-        Ok(document) => {
-            let operation =
-                selected_operation(&document.operations, params.operation_name.as_deref());
-            if let Some(message) = operation.and_then(|op| missing_variable(op, &variables)) {
-                return request_error(
-                    media.request_error_status(),
-                    media,
-                    code::BAD_USER_INPUT,
-                    &message,
-                );
-            }
-            operation.map(|op| op.node.ty)
-        }
-        Err(mut err) => {
+    // errors, and GET must know the operation type. The executor gets a copy of the parsed
+    // document; this one completes the response afterwards.
+    let document = match async_graphql::parser::parse_query(&params.query) {
+        Ok(document) => document,
+        Err(err) => {
+            let mut err = ServerError::from(err);
             err.extensions
                 .get_or_insert_with(Default::default)
                 .set("code", code::GRAPHQL_PARSE_FAILED);
             return render(async_graphql::Response::from_errors(vec![err]), media);
         }
     };
-    request.variables = variables;
+    let variables = params
+        .variables
+        .map(Variables::from_json)
+        .unwrap_or_default();
+    let operation = selected_operation(&document.operations, params.operation_name.as_deref());
+    if let Some(message) = operation.and_then(|op| missing_variable(op, &variables)) {
+        return request_error(
+            media.request_error_status(),
+            media,
+            code::BAD_USER_INPUT,
+            &message,
+        );
+    }
     if method == Method::Get
         && matches!(
-            operation_type,
+            operation.map(|op| op.node.ty),
             Some(OperationType::Mutation | OperationType::Subscription)
         )
     {
@@ -444,29 +434,68 @@ async fn execute(
             );
         }
     };
+    let mut request = async_graphql::Request::new(params.query).variables(variables);
+    if let Some(name) = &params.operation_name {
+        request = request.operation_name(name.clone());
+    }
+    request.set_parsed_query(document.clone());
     let context = RequestContext {
         db: state.db.clone(),
         channel: Arc::new(policy),
         config: state.graphql_config.clone(),
+        viewer: Viewer::default(),
+        bus: state.bus.clone(),
     };
-    let response = state
+    let mut response = state
         .schema
         .execute(context.into_request_data(request))
         .await;
+    if let Some(operation) = operation {
+        complete_response(&mut response, &document, &operation.node);
+    }
     render(response, media)
 }
 
-/// The operation that will run, when it can be told before execution.
-fn selected_operation<'a>(
-    operations: &'a DocumentOperations,
-    name: Option<&str>,
-) -> Option<&'a Positioned<OperationDefinition>> {
-    match (operations, name) {
-        (DocumentOperations::Single(op), _) => Some(op),
-        (DocumentOperations::Multiple(map), Some(name)) => map.get(name),
-        (DocumentOperations::Multiple(map), None) if map.len() == 1 => map.values().next(),
-        (DocumentOperations::Multiple(_), None) => None,
+/// Runs one operation in process as `viewer` on the channel `channel_code`, completed like an
+/// HTTP response. For tests and tools: over HTTP every request is anonymous until JWT viewers
+/// land, and no header may claim a customer.
+pub async fn execute_as(
+    state: &AppState,
+    channel_code: &str,
+    viewer: Viewer,
+    query: &str,
+    variables: serde_json::Value,
+) -> async_graphql::Response {
+    let document = match async_graphql::parser::parse_query(query) {
+        Ok(document) => document,
+        Err(err) => return async_graphql::Response::from_errors(vec![err.into()]),
+    };
+    let policy = match channels::load_channel_policy(&state.db, channel_code).await {
+        Ok(policy) => policy,
+        Err(err) => {
+            return async_graphql::Response::from_errors(vec![ServerError::new(
+                err.to_string(),
+                None,
+            )]);
+        }
+    };
+    let mut request = async_graphql::Request::new(query).variables(Variables::from_json(variables));
+    request.set_parsed_query(document.clone());
+    let context = RequestContext {
+        db: state.db.clone(),
+        channel: Arc::new(policy),
+        config: state.graphql_config.clone(),
+        viewer,
+        bus: state.bus.clone(),
+    };
+    let mut response = state
+        .schema
+        .execute(context.into_request_data(request))
+        .await;
+    if let Some(operation) = selected_operation(&document.operations, None) {
+        complete_response(&mut response, &document, &operation.node);
     }
+    response
 }
 
 /// Variable coercion is part of the request in the spec: a required variable without a value

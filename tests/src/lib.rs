@@ -3,11 +3,19 @@
 //!
 //! Every test runs against SQLite; when `TEST_DATABASE_URL` is set (as `.ci/run` does) the
 //! same tests run against a fresh PostgreSQL database instead.
+//!
+//! Test databases clean up after themselves: a [`TestDatabase`] (a PostgreSQL database, or a
+//! SQLite file with its `-wal` and `-shm` files) is removed when it is dropped, that is when
+//! its test ends, unless the test failed: then its name is printed and it is kept for a look.
+//! Names carry the test process's id (`e2e_<pid>_<uuid>`); the first test database of a run
+//! removes what finished processes left behind (kept databases of failed tests, and the
+//! database of the shared app, which lives until its process exits).
 
+use std::path::{Path, PathBuf};
 use std::sync::{Once, OnceLock};
 
 use gateway::{Config, RunningGateway};
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 use serde_json::{Value, json};
 
 pub use reqwest::StatusCode;
@@ -15,36 +23,237 @@ pub use reqwest::StatusCode;
 /// The GraphQL-over-HTTP response media type.
 pub const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 
-/// A fresh, empty database URL: a new PostgreSQL database when `TEST_DATABASE_URL` is set,
-/// else a new SQLite file in the temp directory.
-pub async fn fresh_database_url() -> String {
-    let name = format!("e2e_{}", uuid::Uuid::new_v4().simple());
-    match std::env::var("TEST_DATABASE_URL") {
-        Ok(base) if !base.is_empty() => {
-            let admin = Database::connect(&base)
-                .await
-                .expect("TEST_DATABASE_URL must be reachable");
-            drop_stale_databases(&admin).await;
-            admin
-                .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-                .await
-                .expect("creating a test database");
-            with_database_name(&base, &name)
+/// The PostgreSQL server to test against, when `TEST_DATABASE_URL` is set.
+pub fn test_database_url() -> Option<String> {
+    std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// A new name for a test database or file: `e2e_<pid>_<uuid>`.
+fn new_name() -> String {
+    format!(
+        "e2e_{}_{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// A fresh, empty database: a new PostgreSQL database when `TEST_DATABASE_URL` is set, else a
+/// new SQLite file in the temp directory. Removed on drop unless the test failed.
+pub struct TestDatabase {
+    url: String,
+    place: Place,
+}
+
+enum Place {
+    Sqlite(TestFile),
+    Postgres { admin_url: String, name: String },
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        match test_database_url() {
+            Some(base) => {
+                let admin = admin_connect(&base)
+                    .await
+                    .expect("TEST_DATABASE_URL must be reachable");
+                drop_stale_databases(&admin).await;
+                let name = new_name();
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .expect("creating a test database");
+                let _ = admin.close().await;
+                Self {
+                    url: with_database_name(&base, &name),
+                    place: Place::Postgres {
+                        admin_url: base,
+                        name,
+                    },
+                }
+            }
+            None => {
+                static NOTICE: Once = Once::new();
+                NOTICE.call_once(|| {
+                    eprintln!("TEST_DATABASE_URL is unset: running against SQLite only");
+                });
+                let file = TestFile::new();
+                Self {
+                    url: file.sqlite_url(),
+                    place: Place::Sqlite(file),
+                }
+            }
         }
-        _ => {
-            static NOTICE: Once = Once::new();
-            NOTICE.call_once(|| {
-                eprintln!("TEST_DATABASE_URL is unset: running against SQLite only");
-                remove_stale_sqlite_files();
-            });
-            let path = std::env::temp_dir().join(format!("{name}.db"));
-            format!("sqlite://{}?mode=rwc", path.display())
+    }
+
+    /// The database URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The SQLite file, on SQLite.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match &self.place {
+            Place::Sqlite(file) => Some(file.path()),
+            Place::Postgres { .. } => None,
         }
     }
 }
 
-/// Earlier runs leave their databases behind; drop those no one is connected to (a database
-/// in use by a concurrent test process refuses to drop, which is what we want).
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // A SQLite file removes itself (or is kept) as its `TestFile` drops.
+        let Place::Postgres { admin_url, name } = &self.place else {
+            return;
+        };
+        if std::thread::panicking() {
+            eprintln!(
+                "the test failed: kept its PostgreSQL database {name} ({}); the next test run removes it",
+                gateway::server::redact(&self.url)
+            );
+            return;
+        }
+        if let Err(err) = drop_database_now(admin_url, name) {
+            eprintln!("could not drop the test database {name}: {err}");
+        }
+    }
+}
+
+/// A SQLite file path of this test process in the temp directory (`e2e_<pid>_<uuid>.db`),
+/// removed with its `-wal`, `-shm` and `-journal` files on drop unless the test failed.
+pub struct TestFile {
+    path: PathBuf,
+}
+
+impl TestFile {
+    pub fn new() -> Self {
+        static STALE: Once = Once::new();
+        STALE.call_once(remove_stale_sqlite_files);
+        Self {
+            path: std::env::temp_dir().join(format!("{}.db", new_name())),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `sqlite://<path>?mode=rwc`.
+    pub fn sqlite_url(&self) -> String {
+        format!("sqlite://{}?mode=rwc", self.path.display())
+    }
+}
+
+impl Default for TestFile {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestFile {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "the test failed: kept its SQLite file {}; the next test run removes it",
+                self.path.display()
+            );
+            return;
+        }
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut path = self.path.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A fresh, empty database URL (see [`TestDatabase`]). The database lives as long as the
+/// calling test's runtime: it is removed when the test ends, or kept when the test failed.
+pub async fn fresh_database_url() -> String {
+    let database = TestDatabase::create().await;
+    let url = database.url().to_owned();
+    match tokio::runtime::Handle::try_current() {
+        // The task is dropped, and the database with it, when the test's runtime shuts down.
+        Ok(runtime) => {
+            runtime.spawn(async move {
+                let _database = database;
+                std::future::pending::<()>().await;
+            });
+        }
+        // Outside Tokio: left for the next run, which removes it once this process is gone.
+        Err(_) => std::mem::forget(database),
+    }
+    url
+}
+
+async fn admin_connect(url: &str) -> Result<DatabaseConnection, sea_orm::DbErr> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(1)
+        .min_connections(0)
+        .sqlx_logging(false);
+    Database::connect(options).await
+}
+
+/// Drops a PostgreSQL database at once, from synchronous code (a `Drop`): on a thread of its
+/// own with its own runtime, terminating any connection still open to it.
+fn drop_database_now(admin_url: &str, name: &str) -> Result<(), String> {
+    let admin_url = admin_url.to_owned();
+    let name = name.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| err.to_string())?;
+        runtime.block_on(async {
+            let admin = admin_connect(&admin_url)
+                .await
+                .map_err(|err| err.to_string())?;
+            // `WITH (FORCE)` needs PostgreSQL 13; older servers drop once the test's
+            // connections are gone.
+            let force = admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .await;
+            let result = match force {
+                Ok(_) => Ok(()),
+                Err(_) => admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\""))
+                    .await
+                    .map(|_| ())
+                    .map_err(|err| err.to_string()),
+            };
+            let _ = admin.close().await;
+            result
+        })
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the dropping thread panicked".to_owned()))
+}
+
+/// The process id in a test database or file name (`e2e_<pid>_…`); `None` for names of the
+/// older `e2e_<uuid>` form.
+fn owner_pid(name: &str) -> Option<u32> {
+    let (pid, _) = name.strip_prefix("e2e_")?.split_once('_')?;
+    pid.parse().ok()
+}
+
+/// Whether the process that created a test database has exited (its databases are leftovers).
+fn owner_is_gone(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return false;
+    }
+    if cfg!(target_os = "linux") {
+        !Path::new("/proc").join(pid.to_string()).exists()
+    } else {
+        // Without /proc, a process's liveness is not known: leave its databases alone.
+        false
+    }
+}
+
+/// Databases of finished test processes: kept ones of failed tests and the shared app's.
+/// A plain `DROP DATABASE` refuses a database anyone is connected to, which protects those of
+/// test processes running right now (also ones whose pid is not visible from here).
 async fn drop_stale_databases(admin: &DatabaseConnection) {
     static ONCE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     ONCE.get_or_init(|| async {
@@ -56,7 +265,10 @@ async fn drop_stale_databases(admin: &DatabaseConnection) {
             .await
             .unwrap_or_default();
         for row in rows {
-            if let Ok(name) = row.try_get::<String>("", "datname") {
+            let Ok(name) = row.try_get::<String>("", "datname") else {
+                continue;
+            };
+            if owner_pid(&name).is_none_or(owner_is_gone) {
                 let _ = admin
                     .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\""))
                     .await;
@@ -66,19 +278,25 @@ async fn drop_stale_databases(admin: &DatabaseConnection) {
     .await;
 }
 
-/// SQLite files of earlier runs (an hour old or more) are removed; younger ones may belong
-/// to a test process running right now.
+/// SQLite files of finished test processes. Files of the older `e2e_<uuid>` form are removed
+/// once an hour old.
 fn remove_stale_sqlite_files() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 3600));
-        if name.starts_with("e2e_") && name.contains(".db") && old {
+        if !(name.starts_with("e2e_") && name.contains(".db")) {
+            continue;
+        }
+        let stale = match owner_pid(&name) {
+            Some(pid) => owner_is_gone(pid),
+            None => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 3600)),
+        };
+        if stale {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -95,16 +313,20 @@ fn with_database_name(url: &str, name: &str) -> String {
     }
 }
 
-/// A gateway with the demo data on a fresh database, serving on a random port.
+/// A gateway with the demo data on a fresh database, serving on a random port. Its database
+/// is removed when it is dropped (kept when the test failed).
 pub struct TestApp {
     pub gateway: RunningGateway,
     pub database_url: String,
     pub client: reqwest::Client,
+    /// Dropped last: removes the database.
+    pub database: TestDatabase,
 }
 
 /// Starts a gateway on a fresh database with the demo data.
 pub async fn spawn_app() -> TestApp {
-    let database_url = fresh_database_url().await;
+    let database = TestDatabase::create().await;
+    let database_url = database.url().to_owned();
     let config = Config {
         listen: "127.0.0.1:0".into(),
         database_url: database_url.clone(),
@@ -117,6 +339,7 @@ pub async fn spawn_app() -> TestApp {
         gateway,
         database_url,
         client: reqwest::Client::new(),
+        database,
     }
 }
 
@@ -127,7 +350,8 @@ pub struct SharedApp {
 }
 
 /// One demo gateway shared by the read-only tests of this process, on its own runtime thread
-/// (each `#[tokio::test]` has its own runtime, which would stop a server it started).
+/// (each `#[tokio::test]` has its own runtime, which would stop a server it started). It runs
+/// until the process exits; the next test run removes its database.
 pub fn shared_app() -> &'static SharedApp {
     static SHARED: OnceLock<SharedApp> = OnceLock::new();
     SHARED.get_or_init(|| {
@@ -287,7 +511,15 @@ pub async fn open_database(url: &str) -> DatabaseConnection {
 
 #[cfg(test)]
 mod tests {
-    use super::with_database_name;
+    use super::{owner_pid, with_database_name};
+
+    #[test]
+    fn test_database_names_carry_the_owner_pid() {
+        assert_eq!(owner_pid(&super::new_name()), Some(std::process::id()));
+        assert_eq!(owner_pid("e2e_4242_0123abcd.db-wal"), Some(4242));
+        assert_eq!(owner_pid("e2e_0123456789abcdef0123456789abcdef.db"), None);
+        assert_eq!(owner_pid("other_1_x.db"), None);
+    }
 
     #[test]
     fn swaps_only_the_database_name() {

@@ -5,10 +5,12 @@
 
 use std::collections::HashMap;
 
-use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, Query};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr, NullOrdering, Order, Query};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QueryResult, QuerySelect, QueryTrait,
+    Select, Value,
 };
 
 use crate::CoreError;
@@ -43,10 +45,64 @@ pub struct AttributeFilter {
     pub value: String,
 }
 
-/// One page of products in id order, and whether more follow.
+/// The order of a product listing. Every order ends with the product id, so it is total and
+/// pages never overlap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ProductSort {
+    /// By id: the stable default.
+    #[default]
+    Id,
+    /// By name in character-code order (the same on SQLite and PostgreSQL), then id.
+    Name,
+    /// By list price, cheapest first; unpriced products last, then by id. A product's list
+    /// price is the lowest over its variants of the unit price an anonymous viewer of the
+    /// channel gets for one unit, before promotions (contract lists play no part).
+    PriceAsc,
+    /// By list price, dearest first; unpriced products last, then by id.
+    PriceDesc,
+}
+
+/// Where a product stands in its listing's order: a page continues after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProductCursor {
+    pub id: i64,
+    pub key: SortKey,
+}
+
+/// The sort key of a product besides its id, one kind per [`ProductSort`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SortKey {
+    /// [`ProductSort::Id`]: the id alone.
+    Id,
+    /// [`ProductSort::Name`].
+    Name(String),
+    /// Either price order: the product's list price in ten-thousandths of the channel's
+    /// currency (the stored scale of amounts), `None` when it has none.
+    Price(Option<i64>),
+}
+
+impl SortKey {
+    /// Whether this key belongs to listings in `sort` order.
+    pub fn fits(&self, sort: ProductSort) -> bool {
+        matches!(
+            (self, sort),
+            (Self::Id, ProductSort::Id)
+                | (Self::Name(_), ProductSort::Name)
+                | (
+                    Self::Price(_),
+                    ProductSort::PriceAsc | ProductSort::PriceDesc
+                )
+        )
+    }
+}
+
+/// One page of products in the requested order, where each stands (for cursors), and
+/// whether more follow.
 #[derive(Clone, Debug)]
 pub struct ProductPage {
     pub products: Vec<product::Model>,
+    /// One per product, in the same order.
+    pub cursors: Vec<ProductCursor>,
     pub has_next_page: bool,
 }
 
@@ -198,33 +254,197 @@ pub fn category_subtree(categories: &[category::Model], root: i64) -> Vec<i64> {
     subtree
 }
 
-/// Up to `first` visible products after product id `after`, in id order (stable for cursors).
+/// Up to `first` visible products after `after`, in `sort` order.
 #[tracing::instrument(skip(db, filter))]
 pub async fn list_products(
     db: &DatabaseConnection,
     channel_id: i64,
     filter: &ProductFilter,
-    after: Option<i64>,
+    sort: ProductSort,
+    after: Option<&ProductCursor>,
     first: u64,
 ) -> Result<ProductPage, CoreError> {
     if first == 0 {
         return Err(CoreError::invalid("first", "must be at least 1"));
     }
-    let mut select = filtered_products(db, channel_id, filter).await?;
-    if let Some(after) = after {
-        select = select.filter(product::Column::Id.gt(after));
+    if let Some(after) = after
+        && !after.key.fits(sort)
+    {
+        return Err(CoreError::invalid(
+            "after",
+            "the cursor comes from a listing in another order",
+        ));
     }
-    let mut products = select
-        .order_by_asc(product::Column::Id)
-        .limit(first + 1)
-        .all(db)
-        .await?;
-    let has_next_page = products.len() as u64 > first;
-    products.truncate(first as usize);
+    let backend = db.get_database_backend();
+    let select = filtered_products(db, channel_id, filter).await?;
+    let id = || Expr::col((product::Entity, product::Column::Id));
+    let rows: Vec<(product::Model, SortKey)> = match sort {
+        ProductSort::Id => {
+            let mut select = select;
+            if let Some(after) = after {
+                select = select.filter(id().gt(after.id));
+            }
+            select
+                .order_by_asc(product::Column::Id)
+                .limit(first + 1)
+                .all(db)
+                .await?
+                .into_iter()
+                .map(|p| (p, SortKey::Id))
+                .collect()
+        }
+        ProductSort::Name => {
+            let name = || name_key(backend);
+            let mut select = select;
+            if let Some(ProductCursor {
+                id: after_id,
+                key: SortKey::Name(after_name),
+            }) = after
+            {
+                select = select.filter(
+                    Condition::any().add(name().gt(after_name.as_str())).add(
+                        Condition::all()
+                            .add(name().eq(after_name.as_str()))
+                            .add(id().gt(*after_id)),
+                    ),
+                );
+            }
+            select
+                .order_by(name(), Order::Asc)
+                .order_by_asc(product::Column::Id)
+                .limit(first + 1)
+                .all(db)
+                .await?
+                .into_iter()
+                .map(|p| {
+                    let key = SortKey::Name(p.name.clone());
+                    (p, key)
+                })
+                .collect()
+        }
+        ProductSort::PriceAsc | ProductSort::PriceDesc => {
+            // One instant for every use of the price in the statement.
+            let now = Utc::now();
+            let price = || list_price_sql(backend, channel_id, now);
+            let ascending = sort == ProductSort::PriceAsc;
+            let mut select = select;
+            if let Some(ProductCursor {
+                id: after_id,
+                key: SortKey::Price(after_price),
+            }) = after
+            {
+                // Priced products come first in both directions, unpriced ones by id last.
+                let tie = Condition::all().add(id().gt(*after_id));
+                select = select.filter(match after_price {
+                    Some(amount) => Condition::any()
+                        .add(if ascending {
+                            price().gt(*amount)
+                        } else {
+                            price().lt(*amount)
+                        })
+                        .add(tie.add(price().eq(*amount)))
+                        .add(price().is_null()),
+                    None => tie.add(price().is_null()),
+                });
+            }
+            let order = if ascending { Order::Asc } else { Order::Desc };
+            select
+                .expr_as(price(), SORT_PRICE)
+                .order_by_with_nulls(price(), order, NullOrdering::Last)
+                .order_by_asc(product::Column::Id)
+                .limit(first + 1)
+                .into_model::<PricedProduct>()
+                .all(db)
+                .await?
+                .into_iter()
+                .map(|row| (row.product, SortKey::Price(row.price)))
+                .collect()
+        }
+    };
+    let has_next_page = rows.len() as u64 > first;
+    let (products, cursors) = rows
+        .into_iter()
+        .take(first as usize)
+        .map(|(product, key)| {
+            let cursor = ProductCursor {
+                id: product.id,
+                key,
+            };
+            (product, cursor)
+        })
+        .unzip();
     Ok(ProductPage {
         products,
+        cursors,
         has_next_page,
     })
+}
+
+/// The product name as sorted: character-code order on both backends (PostgreSQL would
+/// otherwise use the database's collation, SQLite compares bytes).
+fn name_key(backend: DbBackend) -> Expr {
+    match backend {
+        DbBackend::Postgres => Expr::cust("\"product\".\"name\" COLLATE \"C\""),
+        _ => Expr::col((product::Entity, product::Column::Name)),
+    }
+}
+
+/// Alias of the list price column in price-sorted listings.
+const SORT_PRICE: &str = "sort_price";
+
+/// A product with its list price, as a price-sorted listing reads it.
+struct PricedProduct {
+    product: product::Model,
+    price: Option<i64>,
+}
+
+impl FromQueryResult for PricedProduct {
+    fn from_query_result(res: &QueryResult, pre: &str) -> Result<Self, DbErr> {
+        Ok(Self {
+            product: product::Model::from_query_result(res, pre)?,
+            price: res.try_get(pre, SORT_PRICE)?,
+        })
+    }
+}
+
+/// The list price of the outer query's `"product"` on a channel at `now`, in ten-thousandths
+/// (the stored scale of amounts), NULL when it has none: the lowest over its variants of the
+/// unit price an anonymous viewer of the channel gets for one unit before promotions. For a
+/// variant that is the `min_quantity = 1` entry of the winning list among the active lists
+/// in the channel's currency, inside their validity window, scoped to the channel or to no
+/// one: the channel's own lists before unscoped ones, then the higher priority, then the
+/// lower list id (the rule of [`crate::pricing::resolve`] for an anonymous viewer).
+/// Group, company and customer lists (contracts) and promotions play no part.
+fn list_price_sql(backend: DbBackend, channel_id: i64, now: DateTime<Utc>) -> Expr {
+    // SQLite keeps timestamps as text: compare them as instants, whatever their spelling.
+    let (channel, from_ok, until_ok) = match backend {
+        DbBackend::Postgres => ("$1", "l.valid_from <= $2", "l.valid_until > $2"),
+        _ => (
+            "?",
+            "julianday(l.valid_from) <= julianday(?)",
+            "julianday(l.valid_until) > julianday(?)",
+        ),
+    };
+    let sql = format!(
+        "(SELECT MIN((\
+            SELECT e.amount FROM price_list_entry e \
+            JOIN price_list l ON l.id = e.price_list_id \
+            JOIN channel c ON c.id = {channel} AND c.currency = l.currency \
+            WHERE e.variant_id = v.id AND e.min_quantity = 1 AND l.active \
+            AND (l.channel_id IS NULL OR l.channel_id = c.id) \
+            AND l.customer_group_id IS NULL AND l.company_id IS NULL AND l.customer_id IS NULL \
+            AND (l.valid_from IS NULL OR {from_ok}) \
+            AND (l.valid_until IS NULL OR {until_ok}) \
+            ORDER BY l.channel_id IS NULL, l.priority DESC, l.id, e.amount \
+            LIMIT 1)) \
+        FROM variant v WHERE v.product_id = \"product\".\"id\")"
+    );
+    let values: Vec<Value> = match backend {
+        DbBackend::Postgres => vec![channel_id.into(), now.into()],
+        // `?` placeholders take their values in order of appearance.
+        _ => vec![channel_id.into(), now.into(), now.into()],
+    };
+    Expr::cust_with_values(sql, values)
 }
 
 /// How many visible products match `filter`.
@@ -298,6 +518,29 @@ pub async fn find_visible_variant(
     Ok(visible.then_some(variant))
 }
 
+/// The variants with these SKUs whose products are visible on the channel, in one statement.
+pub async fn visible_variants_by_skus(
+    db: &DatabaseConnection,
+    channel_id: i64,
+    skus: &[String],
+) -> Result<Vec<variant::Model>, CoreError> {
+    if skus.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(variant::Entity::find()
+        .filter(variant::Column::Sku.is_in(skus.iter().cloned()))
+        .filter(
+            variant::Column::ProductId.in_subquery(
+                visible_products(channel_id)
+                    .select_only()
+                    .column(product::Column::Id)
+                    .into_query(),
+            ),
+        )
+        .all(db)
+        .await?)
+}
+
 /// The whole category tree, ordered by parent, position and name.
 pub async fn list_categories(db: &impl ConnectionTrait) -> Result<Vec<category::Model>, CoreError> {
     Ok(category::Entity::find()
@@ -359,5 +602,62 @@ mod tests {
             value: "cotton".into(),
         };
         assert!(attribute_equals(DbBackend::Postgres, &good).is_ok());
+    }
+
+    #[test]
+    fn sort_keys_fit_their_own_orders_only() {
+        let keys = [
+            SortKey::Id,
+            SortKey::Name("Tee".into()),
+            SortKey::Price(Some(199_900)),
+            SortKey::Price(None),
+        ];
+        let fitting = |key: &SortKey| {
+            [
+                ProductSort::Id,
+                ProductSort::Name,
+                ProductSort::PriceAsc,
+                ProductSort::PriceDesc,
+            ]
+            .into_iter()
+            .filter(|&sort| key.fits(sort))
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(fitting(&keys[0]), [ProductSort::Id]);
+        assert_eq!(fitting(&keys[1]), [ProductSort::Name]);
+        for key in &keys[2..] {
+            assert_eq!(
+                fitting(key),
+                [ProductSort::PriceAsc, ProductSort::PriceDesc]
+            );
+        }
+    }
+
+    #[test]
+    fn the_list_price_binds_every_placeholder_on_both_backends() {
+        use sea_orm::sea_query::{PostgresQueryBuilder, SqliteQueryBuilder};
+        let now = chrono::Utc::now();
+        let select = |backend| {
+            Query::select()
+                .expr(list_price_sql(backend, 7, now))
+                .from(product::Entity)
+                .and_where(list_price_sql(backend, 7, now).gt(100))
+                .to_owned()
+        };
+        let (sql, values) = select(DbBackend::Postgres).build(PostgresQueryBuilder);
+        // Each use of a numbered placeholder becomes a parameter of its own: three per
+        // expression (channel, now, now), then 100.
+        assert_eq!(values.0.len(), 7, "{sql}");
+        assert!(
+            sql.contains("l.valid_until > $3") && sql.ends_with("> $7"),
+            "{sql}"
+        );
+        let (sql, values) = select(DbBackend::Sqlite).build(SqliteQueryBuilder);
+        assert_eq!(values.0.len(), 7, "{sql}");
+        assert_eq!(sql.matches('?').count(), 7, "{sql}");
+        assert!(
+            sql.contains("julianday(l.valid_from) <= julianday(?)"),
+            "{sql}"
+        );
     }
 }

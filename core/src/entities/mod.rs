@@ -16,6 +16,7 @@ pub mod price_list;
 pub mod price_list_entry;
 pub mod product;
 pub mod promotion;
+pub mod quantity_rule;
 pub mod reservation;
 pub mod shipment;
 pub mod shipment_line;

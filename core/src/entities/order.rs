@@ -1,6 +1,6 @@
 //! `orders` table: an order placed on a channel.
 
-use crate::money::ExactDecimal;
+use crate::money::StoredAmount;
 use sea_orm::entity::prelude::*;
 
 /// An order placed on a channel.
@@ -16,9 +16,9 @@ pub struct Model {
     pub request_hash: Option<String>,
     pub status: String,
     pub currency: String,
-    pub subtotal: ExactDecimal,
-    pub discount_total: ExactDecimal,
-    pub total: ExactDecimal,
+    pub subtotal: StoredAmount,
+    pub discount_total: StoredAmount,
+    pub total: StoredAmount,
     pub service_level: String,
     #[sea_orm(column_type = "Json", nullable)]
     pub shipping_address: Option<Json>,

@@ -1,6 +1,6 @@
 //! `order_line` table: one line of an order with its price breakdown.
 
-use crate::money::ExactDecimal;
+use crate::money::StoredAmount;
 use sea_orm::entity::prelude::*;
 
 /// One line of an order with its price breakdown.
@@ -13,8 +13,8 @@ pub struct Model {
     pub variant_id: i64,
     pub sku: String,
     pub quantity: i32,
-    pub unit_price: ExactDecimal,
-    pub line_total: ExactDecimal,
+    pub unit_price: StoredAmount,
+    pub line_total: StoredAmount,
     #[sea_orm(column_type = "Json")]
     pub price_breakdown: Json,
     pub created_at: DateTimeUtc,

@@ -1,6 +1,6 @@
 //! `price_list_entry` table: a variant's price in a list from a minimum quantity (volume tiers).
 
-use crate::money::ExactDecimal;
+use crate::money::StoredAmount;
 use sea_orm::entity::prelude::*;
 
 /// A variant's price in a list from a minimum quantity (volume tiers).
@@ -12,7 +12,7 @@ pub struct Model {
     pub price_list_id: i64,
     pub variant_id: i64,
     pub min_quantity: i32,
-    pub amount: ExactDecimal,
+    pub amount: StoredAmount,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

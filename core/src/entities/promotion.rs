@@ -1,6 +1,6 @@
 //! `promotion` table: a discount rule with scope, target, window and stacking behaviour.
 
-use crate::money::ExactDecimal;
+use crate::money::StoredAmount;
 use sea_orm::entity::prelude::*;
 
 /// A discount rule with scope, target, window and stacking behaviour.
@@ -16,7 +16,11 @@ pub struct Model {
     pub target_kind: String,
     pub target_id: Option<i64>,
     pub discount_kind: String,
-    pub value: ExactDecimal,
+    /// Percent (15 is 15%) for `percent_off`, else an amount in `currency`.
+    pub value: StoredAmount,
+    /// The currency of an `amount_off` / `fixed_price` value (required for those);
+    /// `None` for `percent_off`, which applies in any currency.
+    pub currency: Option<String>,
     pub min_quantity: i32,
     pub starts_at: Option<DateTimeUtc>,
     pub ends_at: Option<DateTimeUtc>,

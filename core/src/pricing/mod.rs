@@ -3,6 +3,8 @@
 //! [`resolve`] is the rule itself, a pure function over plain data; loading its candidates
 //! from the database lives beside it so a page of variants is priced in one round trip.
 
+pub mod admin;
+pub mod load;
 pub mod resolve;
 
 pub use resolve::{

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
-use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use commerce_core::catalog::{self, AttributeFilter, ProductFilter, ProductKey};
 use commerce_core::entities::{category, product, variant};
@@ -14,6 +14,7 @@ use tokio::sync::OnceCell;
 use super::errors::{ApiError, ApiResultExt};
 use super::ids::{Kind, decode_cursor, decode_id, encode_cursor, encode_id};
 use super::inventory::{Availability, StockByVariant, StockLevel};
+use super::pricing::PriceDataByVariant;
 use super::{RequestLoader, request_context};
 
 #[derive(Default)]
@@ -62,15 +63,41 @@ impl ProductFilterInput {
     }
 }
 
+/// The order of `products`; every order ends with the product id, so it is stable and pages
+/// never overlap. The price orders use the channel's list price: for each variant, the unit
+/// price an anonymous shopper on the channel pays for one unit (the channel's own price list
+/// before the base list, then the list's priority), and for a product the lowest over its
+/// variants. Contract prices (customer, company and group lists) and promotions are not part
+/// of the sort. Products without a price come last in both directions.
+#[derive(Enum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[graphql(remote = "commerce_core::catalog::ProductSort")]
+pub enum ProductSort {
+    /// By id (the default).
+    #[default]
+    Id,
+    /// By name in character-code order, then id.
+    Name,
+    /// Cheapest list price first, then id; products without a price last.
+    PriceAsc,
+    /// Dearest list price first, then id; products without a price last.
+    PriceDesc,
+}
+
 #[Object]
 impl CatalogQuery {
-    /// Products listed on the request's channel, in a stable order, as a Relay connection.
+    /// Products listed on the request's channel, in a stable order (by id unless `sort` says
+    /// otherwise), as a Relay connection.
     async fn products(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Page size; defaults to 20, at most 100.")] first: Option<i32>,
-        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+        #[graphql(
+            desc = "The `endCursor` of the previous page, fetched with the same `sort`; a cursor from another order is refused."
+        )]
+        after: Option<String>,
         filter: Option<ProductFilterInput>,
+        #[graphql(desc = "The order of the products; defaults to `ID`.", default)]
+        sort: ProductSort,
     ) -> async_graphql::Result<ProductConnection> {
         let rc = request_context(ctx);
         let first = first.unwrap_or(rc.config.default_page_size as i32);
@@ -82,18 +109,30 @@ impl CatalogQuery {
             ))
             .api();
         }
+        let sort = catalog::ProductSort::from(sort);
         let after = after
             .as_deref()
-            .map(|c| decode_cursor(c, "after"))
+            .map(|c| decode_cursor(sort, c, "after"))
             .transpose()
             .api()?;
         let filter = filter.unwrap_or_default().into_core().api()?;
-        let page =
-            catalog::list_products(&rc.db, rc.channel.channel.id, &filter, after, first as u64)
-                .await
-                .api()?;
+        let page = catalog::list_products(
+            &rc.db,
+            rc.channel.channel.id,
+            &filter,
+            sort,
+            after.as_ref(),
+            first as u64,
+        )
+        .await
+        .api()?;
         prime_page_loaders(ctx, &page.products).await.api()?;
         Ok(ProductConnection {
+            cursors: page
+                .cursors
+                .iter()
+                .map(|cursor| encode_cursor(sort, cursor))
+                .collect(),
             products: page.products,
             has_next_page: page.has_next_page,
             has_previous_page: after.is_some(),
@@ -143,6 +182,8 @@ impl CatalogQuery {
 /// A page of products.
 pub struct ProductConnection {
     products: Vec<product::Model>,
+    /// The cursor of each product, in the same order.
+    cursors: Vec<String>,
     has_next_page: bool,
     has_previous_page: bool,
     filter: ProductFilter,
@@ -153,8 +194,9 @@ impl ProductConnection {
     async fn edges(&self) -> Vec<ProductEdge> {
         self.products
             .iter()
-            .map(|p| ProductEdge {
-                cursor: encode_cursor(p.id),
+            .zip(&self.cursors)
+            .map(|(p, cursor)| ProductEdge {
+                cursor: cursor.clone(),
                 node: Product(p.clone()),
             })
             .collect()
@@ -169,8 +211,8 @@ impl ProductConnection {
         PageInfo {
             has_next_page: self.has_next_page,
             has_previous_page: self.has_previous_page,
-            start_cursor: self.products.first().map(|p| encode_cursor(p.id)),
-            end_cursor: self.products.last().map(|p| encode_cursor(p.id)),
+            start_cursor: self.cursors.first().cloned(),
+            end_cursor: self.cursors.last().cloned(),
         }
     }
 
@@ -297,6 +339,32 @@ impl Variant {
     async fn availability(&self, ctx: &Context<'_>) -> async_graphql::Result<Availability> {
         Availability::of_variant(ctx, self.0.id).await
     }
+    /// The price of `quantity` units for the request's viewer (customer, company and group
+    /// prices, volume tiers and promotions applied), with the rules that made it. Without
+    /// `quantity`: the smallest quantity the viewer may buy (1 unless a quantity rule says
+    /// more). A quantity that breaks a quantity rule is refused with `QUANTITY_RULE_VIOLATION`.
+    async fn price(
+        &self,
+        ctx: &Context<'_>,
+        quantity: Option<i32>,
+    ) -> async_graphql::Result<super::pricing::Price> {
+        super::pricing::price_of(ctx, &self.0, quantity, "quantity").await
+    }
+    /// The volume breaks this viewer gets, smallest quantity first (list prices, before
+    /// promotions).
+    async fn price_tiers(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<super::pricing::PriceTier>> {
+        super::pricing::tiers_of(ctx, &self.0).await
+    }
+    /// The quantities this viewer may buy (min, max, increment), when a rule limits them.
+    async fn quantity_rule(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<super::pricing::QuantityRule>> {
+        super::pricing::quantity_rule_of(ctx, &self.0).await
+    }
     /// Exact stock per location feeding the channel; POS only (elsewhere null with a
     /// `FORBIDDEN` error).
     async fn stock_levels(
@@ -393,6 +461,21 @@ pub(crate) async fn prime_page_loaders(
         .any(|v| v.field("availability").exists() || v.field("stockLevels").exists())
     {
         prime_list_loader::<StockByVariant, _>(ctx, &variant_ids).await?;
+    }
+    let priced = variants_field.iter().any(|v| {
+        v.field("price").exists()
+            || v.field("priceTiers").exists()
+            || v.field("quantityRule").exists()
+    });
+    if priced {
+        // Pricing needs each variant's product (for its category) and the price data.
+        let page = products.iter().map(|p| (p.id, p.clone()));
+        ctx.data_unchecked::<RequestLoader<ProductsById>>()
+            .feed_many(page)
+            .await;
+        let loader = ctx.data_unchecked::<RequestLoader<PriceDataByVariant>>();
+        let loaded = loader.loader().load(&variant_ids).await?;
+        loader.feed_many(loaded).await;
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The GraphQL schema: one file per domain, merged into one `Query`.
+//! The GraphQL schema: one file per domain, merged into one `Query` and one `Mutation`.
 //!
 //! Resolvers parse input, call a core service and shape the answer; every list field loads
 //! through a per-request DataLoader so a page costs the same number of SQL statements
@@ -9,18 +9,22 @@ pub mod channels;
 pub mod errors;
 pub mod ids;
 pub mod inventory;
+pub mod pricing;
+pub mod pricing_admin;
 
 use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache};
-use async_graphql::{Context, EmptyMutation, EmptySubscription, MergedObject, Schema};
+use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
 use commerce_core::channels::ChannelPolicy;
+use commerce_core::entities::customer;
+use commerce_core::pricing::PriceViewer;
 use sea_orm::DatabaseConnection;
 
 use crate::config::GraphqlConfig;
 
 /// The executable schema served at `/graphql`.
-pub type GatewaySchema = Schema<Query, EmptyMutation, EmptySubscription>;
+pub type GatewaySchema = Schema<Query, Mutation, EmptySubscription>;
 
 /// Every root query field.
 #[derive(MergedObject, Default)]
@@ -28,21 +32,54 @@ pub struct Query(
     catalog::CatalogQuery,
     inventory::InventoryQuery,
     channels::ChannelQuery,
+    pricing::PricingQuery,
 );
+
+/// Every root mutation field.
+#[derive(MergedObject, Default)]
+pub struct Mutation(pricing_admin::PricingMutation);
 
 /// Builds the schema with the configured shape limits. It holds no connection: per-request
 /// data ([`RequestContext`] and the loaders) travels with each request.
 pub fn build_schema(config: &GraphqlConfig) -> GatewaySchema {
-    Schema::build(Query::default(), EmptyMutation, EmptySubscription)
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
         .limit_depth(config.max_depth)
         .finish()
 }
 
-/// What every resolver of one request shares: the database and the channel it runs on.
+/// What every resolver of one request shares: the database, the channel it runs on and who
+/// is asking.
 pub struct RequestContext {
     pub db: DatabaseConnection,
     pub channel: Arc<ChannelPolicy>,
     pub config: Arc<GraphqlConfig>,
+    pub viewer: Viewer,
+    /// Where committed changes are announced.
+    pub bus: crate::bus::EventBus,
+}
+
+/// Who is asking, beyond the channel. Over HTTP every request is anonymous until the gateway
+/// edge (JWT viewers) lands; no request header may claim a customer. In-process callers (tests)
+/// may build a signed-in viewer.
+#[derive(Clone, Debug, Default)]
+pub struct Viewer {
+    /// The signed-in customer, whose company and group decide their prices.
+    pub customer: Option<customer::Model>,
+    /// May change prices, promotions and quantity rules.
+    pub admin: bool,
+}
+
+impl Viewer {
+    /// The pricing identity of this viewer on `channel`.
+    pub fn price_viewer(&self, channel: &ChannelPolicy) -> PriceViewer {
+        PriceViewer {
+            channel_id: channel.channel.id,
+            currency: channel.channel.currency.clone(),
+            customer_id: self.customer.as_ref().map(|c| c.id),
+            company_id: self.customer.as_ref().and_then(|c| c.company_id),
+            group_id: self.customer.as_ref().and_then(|c| c.group_id),
+        }
+    }
 }
 
 impl RequestContext {
@@ -52,7 +89,16 @@ impl RequestContext {
         let db = self.db.clone();
         let channel_id = self.channel.channel.id;
         let location_ids = self.channel.location_ids();
+        let session = Arc::new(pricing::PricingSession::new(
+            db.clone(),
+            self.viewer.price_viewer(&self.channel),
+        ));
         request
+            .data(loader(pricing::PriceDataByVariant {
+                db: db.clone(),
+                session: session.clone(),
+            }))
+            .data(session)
             .data(loader(catalog::VariantsByProduct { db: db.clone() }))
             .data(loader(catalog::ProductsById {
                 db: db.clone(),

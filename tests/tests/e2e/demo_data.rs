@@ -138,18 +138,18 @@ async fn the_demo_is_deterministic_and_money_is_exact() {
         .map(|r| {
             (
                 r.try_get::<String>("", "sku").unwrap(),
-                r.try_get::<String>("", "amount").unwrap(),
+                // Money is stored as amount × 10^4 (DESIGN.md §8): 19.99 reads 199900.
+                r.try_get::<i64>("", "amount").unwrap(),
             )
         })
         .collect::<Vec<_>>()
     };
     let prices = rows(first).await;
     assert_eq!(prices, rows(second).await);
-    // Contract prices carry four decimals and survive storage digit for digit.
+    // Contract prices carry four decimals and survive storage digit for digit: some stored
+    // amounts are not a whole number of cents.
     assert!(
-        prices
-            .iter()
-            .any(|(_, amount)| amount.split('.').nth(1).is_some_and(|d| d.len() == 4)),
+        prices.iter().any(|(_, amount)| amount % 100 != 0),
         "sub-cent prices"
     );
 }
@@ -194,4 +194,70 @@ async fn the_schema_refuses_oversell_and_duplicates() {
     db.execute_unprepared(&order("b2b", "N-3"))
         .await
         .expect("the same key on another channel is fine");
+}
+
+/// The README's table of what each channel sees of the demo stock, checked through the API.
+#[tokio::test]
+async fn the_readme_numbers_of_the_demo_stock_are_true() {
+    use e2e::{Client, shared_app};
+    use serde_json::json;
+    let app = shared_app();
+    // channel → (variants, in stock, low, out of stock, quantities shown when low)
+    let expected: [(&str, [usize; 4], &[i64]); 4] = [
+        ("web", [1510, 1249, 58, 203], &[1]),
+        ("mobile", [1358, 1113, 56, 189], &[1]),
+        ("pos", [1273, 1041, 12, 220], &[1, 2, 3]),
+        ("b2b", [693, 570, 70, 53], &[1, 2, 3]),
+    ];
+    for (channel, counts, low_quantities) in expected {
+        let client = Client::new(&app.url).channel(channel);
+        let mut after = serde_json::Value::Null;
+        let mut seen = [0usize; 4];
+        let mut quantities = std::collections::BTreeSet::new();
+        loop {
+            let reply = client
+                .query(
+                    "query($after: String) { products(first: 100, after: $after) { pageInfo { hasNextPage endCursor } nodes { variants { availability { status quantity } } } } }",
+                    json!({ "after": after }),
+                )
+                .await;
+            let page = &reply.data()["products"];
+            for variant in page["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|n| n["variants"].as_array().unwrap())
+            {
+                seen[0] += 1;
+                match variant["availability"]["status"].as_str().unwrap() {
+                    "IN_STOCK" => seen[1] += 1,
+                    "LOW_STOCK" => {
+                        seen[2] += 1;
+                        quantities.insert(variant["availability"]["quantity"].as_i64().unwrap());
+                    }
+                    _ => seen[3] += 1,
+                }
+            }
+            if page["pageInfo"]["hasNextPage"] != true {
+                break;
+            }
+            after = page["pageInfo"]["endCursor"].clone();
+        }
+        assert_eq!(seen, counts, "{channel}: variants, in stock, low, out");
+        assert_eq!(
+            quantities.into_iter().collect::<Vec<_>>(),
+            low_quantities,
+            "{channel}"
+        );
+    }
+    let db = e2e::open_database(&app.database_url).await;
+    assert_eq!(scalar(&db, "SELECT COUNT(*) FROM stock_level").await, 7703);
+    assert_eq!(
+        scalar(&db, "SELECT COUNT(*) FROM stock_level WHERE on_hand = 0").await,
+        1247
+    );
+    assert_eq!(
+        scalar(&db, "SELECT COUNT(*) FROM inventory_movement").await,
+        6456
+    );
 }

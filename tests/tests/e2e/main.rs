@@ -2,7 +2,13 @@
 //! `TEST_DATABASE_URL`) PostgreSQL. One crate, grouped by feature.
 
 mod catalog;
+mod completion;
 mod demo_data;
+mod graphiql;
+mod lifecycle;
+mod pricing;
+mod pricing_admin;
 mod schema;
+mod sorting;
 mod sql_statements;
 mod transport;

@@ -1,0 +1,79 @@
+//! Domain events the gateway announces after a change has committed.
+//!
+//! For now the bus is in process: a [`tokio::sync::broadcast`] channel that every
+//! subscriber of this gateway process hears. A Redis-backed bus, so that every gateway
+//! instance hears every change, comes with the inventory issue; publishers and subscribers
+//! keep this interface.
+
+use tokio::sync::broadcast;
+
+/// How many events a slow subscriber may fall behind before it misses some (it then gets
+/// `RecvError::Lagged` and should reload what it caches).
+pub const CAPACITY: usize = 1024;
+
+/// Something that changed, published once its transaction has committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Prices may have changed: the price lists, the variants and the promotions touched
+    /// (ids sorted; `variant_ids` empty when no variant in particular, e.g. a promotion on
+    /// every variant).
+    PricesChanged {
+        list_ids: Vec<i64>,
+        variant_ids: Vec<i64>,
+        promotion_ids: Vec<i64>,
+    },
+}
+
+/// The in-process event bus; cloning it gives another handle on the same channel.
+#[derive(Clone, Debug)]
+pub struct EventBus {
+    sender: broadcast::Sender<Event>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventBus {
+    /// A bus holding up to [`CAPACITY`] events per subscriber.
+    pub fn new() -> Self {
+        let (sender, _) = broadcast::channel(CAPACITY);
+        Self { sender }
+    }
+
+    /// Announces `event` to every current subscriber; returns how many there are (an event
+    /// nobody listens to is dropped, which is not an error).
+    pub fn publish(&self, event: Event) -> usize {
+        tracing::debug!(?event, "publishing");
+        self.sender.send(event).unwrap_or(0)
+    }
+
+    /// A receiver of every event published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.sender.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn subscribers_hear_events_published_after_they_subscribed() {
+        let bus = EventBus::new();
+        let event = Event::PricesChanged {
+            list_ids: vec![1],
+            variant_ids: vec![2, 3],
+            promotion_ids: Vec::new(),
+        };
+        assert_eq!(bus.publish(event.clone()), 0, "nobody listens yet");
+        let mut first = bus.subscribe();
+        let mut second = bus.clone().subscribe();
+        assert_eq!(bus.publish(event.clone()), 2);
+        assert_eq!(first.recv().await.unwrap(), event);
+        assert_eq!(second.recv().await.unwrap(), event);
+        assert!(first.try_recv().is_err());
+    }
+}
