@@ -20,6 +20,12 @@ pub struct Config {
     pub graphql: GraphqlConfig,
     /// Limits of the HTTP layer.
     pub http: HttpConfig,
+    /// How tokens are checked and minted (the HS256 secret comes from `GATEWAY_JWT_SECRET`,
+    /// never from this file).
+    pub auth: crate::auth::AuthConfig,
+    /// The HS256 secret, from `GATEWAY_JWT_SECRET`; generated in demo mode when unset.
+    #[serde(skip)]
+    pub jwt_secret: Option<crate::auth::Secret>,
 }
 
 /// `[graphql]`: query shape limits.
@@ -51,6 +57,8 @@ impl Default for Config {
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             graphql: GraphqlConfig::default(),
             http: HttpConfig::default(),
+            auth: crate::auth::AuthConfig::default(),
+            jwt_secret: None,
         }
     }
 }

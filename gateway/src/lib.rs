@@ -9,6 +9,7 @@
 //! - [`graphql`]: the schema, one module per domain
 //! - [`shaping`]: what each channel may see
 
+pub mod auth;
 pub mod bus;
 pub mod completion;
 pub mod config;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use gateway::Config;
+use gateway::auth::Role;
 use sea_orm::{EntityTrait, PaginatorTrait};
 
 /// The log filter without `RUST_LOG`; with it, the quiet levels of the database crates stay
@@ -47,6 +48,27 @@ enum Command {
     },
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Mint a token signed with GATEWAY_JWT_SECRET (for development and tests).
+    Token {
+        /// TOML configuration file (for `[auth]` issuer, audience and default lifetime).
+        #[arg(long, env = "GATEWAY_CONFIG")]
+        config: Option<PathBuf>,
+        /// The channel every request with the token runs on: web, mobile, pos or b2b.
+        #[arg(long)]
+        channel: String,
+        /// shopper, b2b_buyer, pos_clerk or admin.
+        #[arg(long)]
+        role: String,
+        /// The customer's e-mail (shoppers and B2B buyers).
+        #[arg(long)]
+        customer: Option<String>,
+        /// The store code a POS clerk is bound to (e.g. STORE-DOWNTOWN).
+        #[arg(long)]
+        store: Option<String>,
+        /// Lifetime in seconds (default: `[auth] default_ttl_secs`, 8 hours).
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
     /// Exit 0 when the gateway on the listen address answers `GET /healthz`, else 1
     /// (for container health checks; 0.0.0.0 is checked on 127.0.0.1).
     Healthcheck {
@@ -80,10 +102,52 @@ impl CommonArgs {
 }
 
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
-    Ok(match path {
+    let mut config = match path {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
-    })
+    };
+    // Secrets come from the environment only, never from the file.
+    if let Ok(secret) = std::env::var("GATEWAY_JWT_SECRET")
+        && !secret.is_empty()
+    {
+        config.jwt_secret = Some(gateway::auth::Secret::new(secret));
+    }
+    Ok(config)
+}
+
+/// Dev tokens `serve --demo` prints: one per channel and role, for demo customers and stores.
+const DEMO_TOKENS: [(&str, Role, Option<&str>, Option<&str>); 6] = [
+    ("web", Role::Shopper, Some("shopper@example.com"), None),
+    ("mobile", Role::Shopper, Some("vip@example.com"), None),
+    ("pos", Role::PosClerk, None, Some("STORE-DOWNTOWN")),
+    ("b2b", Role::B2bBuyer, Some("buyer@acme.example"), None),
+    ("b2b", Role::B2bBuyer, Some("buyer@globex.example"), None),
+    ("web", Role::Admin, None, None),
+];
+
+fn print_demo_tokens(running: &gateway::RunningGateway) -> anyhow::Result<()> {
+    if running.generated_secret {
+        println!(
+            "dev-only notice: GATEWAY_JWT_SECRET is unset, so this run signs tokens with a secret it generated; they stop working when it stops. Set GATEWAY_JWT_SECRET (32+ bytes) to keep them."
+        );
+    }
+    if !running.state.auth.has_secret() {
+        return Ok(());
+    }
+    println!("dev tokens (send as Authorization: Bearer <token>; each fixes its channel):");
+    for (channel, role, customer, store) in DEMO_TOKENS {
+        let auth = &running.state.auth;
+        let claims = auth.claims(
+            channel,
+            role,
+            customer.map(str::to_owned),
+            store.map(str::to_owned),
+            None,
+        );
+        let who = customer.or(store).unwrap_or("-");
+        println!("  {channel:<6} {role:<9} {who:<22} {}", auth.mint(&claims)?);
+    }
+    Ok(())
 }
 
 /// Start-up errors are one line on stderr (`error: …`) and exit code 1, never a backtrace.
@@ -142,6 +206,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+            if demo {
+                print_demo_tokens(&running)?;
+            }
             println!("GraphiQL: {}/graphql", running.url());
             println!(
                 "channels: web (default), mobile, pos, b2b — choose one with the X-Channel header"
@@ -149,6 +216,38 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             shutdown_signal().await;
             println!("shutting down");
             running.stop().await.context("stopping")?;
+        }
+        Command::Token {
+            config,
+            channel,
+            role,
+            customer,
+            store,
+            ttl,
+        } => {
+            let config = load_config(config.as_deref())?;
+            let role = Role::parse(&role).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--role must be shopper, b2b_buyer, pos_clerk or admin, got {role:?}"
+                )
+            })?;
+            match role {
+                Role::PosClerk if store.is_none() => {
+                    anyhow::bail!("a pos_clerk token needs --store CODE (e.g. STORE-DOWNTOWN)")
+                }
+                Role::Shopper | Role::B2bBuyer if customer.is_none() => {
+                    anyhow::bail!("a {role} token needs --customer EMAIL")
+                }
+                _ => {}
+            }
+            let secret = config.jwt_secret.as_ref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "set GATEWAY_JWT_SECRET (32+ bytes) to the gateway's secret to mint tokens"
+                )
+            })?;
+            let auth = gateway::auth::Authenticator::new(&config.auth, Some(secret))?;
+            let claims = auth.claims(&channel.to_ascii_lowercase(), role, customer, store, ttl);
+            println!("{}", auth.mint(&claims)?);
         }
         Command::Healthcheck { config, listen } => {
             let mut config = load_config(config.as_deref())?;

@@ -45,6 +45,8 @@ pub struct AppState {
     pub sql_statements: Arc<AtomicU64>,
     /// Domain events, published after their change committed.
     pub bus: crate::bus::EventBus,
+    /// Checks (and in demo mode mints) the tokens that name viewers.
+    pub auth: Arc<crate::auth::Authenticator>,
 }
 
 /// Why the gateway could not start. Each message is one line that names what failed (with
@@ -71,6 +73,9 @@ pub enum StartError {
         error: std::io::Error,
         hint: &'static str,
     },
+    /// The auth configuration or the JWT secret cannot be used.
+    #[error("{0}")]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 impl From<CoreError> for StartError {
@@ -302,6 +307,8 @@ pub struct RunningGateway {
     pub state: AppState,
     /// What `--demo` loaded, when it loaded anything.
     pub demo: Option<DemoSummary>,
+    /// Demo mode made up the HS256 secret (none was configured): tokens die with the process.
+    pub generated_secret: bool,
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -334,6 +341,15 @@ impl RunningGateway {
 /// serves in the background. Connections that arrive meanwhile wait in the listen backlog.
 pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartError> {
     config.validate()?;
+    // Demo mode makes up a secret when none is set, so its printed dev tokens work.
+    let generated_secret = match (&config.jwt_secret, demo) {
+        (None, true) => Some(crate::auth::Secret::generate()),
+        _ => None,
+    };
+    let auth = crate::auth::Authenticator::new(
+        &config.auth,
+        config.jwt_secret.as_ref().or(generated_secret.as_ref()),
+    )?;
     let listener = bind(&config).await?;
     let addr = listener.local_addr().map_err(|error| StartError::Bind {
         addr: config.listen.clone(),
@@ -352,6 +368,7 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
         graphql_config: Arc::new(config.graphql.clone()),
         sql_statements,
         bus: crate::bus::EventBus::new(),
+        auth: Arc::new(auth),
     };
     let app = router(state.clone(), &config);
     let (shutdown, signal) = oneshot::channel::<()>();
@@ -366,6 +383,7 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
         addr,
         state,
         demo,
+        generated_secret: generated_secret.is_some(),
         shutdown,
         task,
     })

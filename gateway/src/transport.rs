@@ -17,9 +17,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use commerce_core::CoreError;
 use commerce_core::channels::{self, ChannelPolicy};
+use commerce_core::pricing::load::customer_by_email;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::auth::{AuthError, Role, bearer_token};
 use crate::completion::{complete_response, selected_operation};
 use crate::graphql::errors::code;
 use crate::graphql::{RequestContext, Viewer};
@@ -318,31 +320,69 @@ fn parse_post_body(body: &[u8]) -> Result<GraphqlParams, String> {
     })
 }
 
-/// Why a request has no channel.
-enum ChannelError {
-    /// The header names no channel (or is not text); the message says so.
-    Unknown(String),
-    /// The database failed; logged.
-    Internal,
+/// Why a request was refused before execution: a request error with its status and code.
+struct Refusal {
+    /// `None`: the media type's request-error status (400, or 200 for legacy JSON).
+    status: Option<StatusCode>,
+    code: &'static str,
+    message: String,
 }
 
-/// Resolves the channel of a request from `X-Channel`.
-async fn resolve_channel(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<ChannelPolicy, ChannelError> {
-    // A header that is present but not visible ASCII is refused, never read as the default.
-    let code = match headers.get(CHANNEL_HEADER).map(|v| v.to_str()) {
-        None => DEFAULT_CHANNEL.to_owned(),
-        Some(Ok(code)) if !code.trim().is_empty() => code.trim().to_ascii_lowercase(),
-        Some(_) => {
-            return Err(ChannelError::Unknown(
-                "the X-Channel header must name a channel such as web, mobile, pos or b2b"
-                    .to_owned(),
-            ));
+impl Refusal {
+    fn unauthenticated(message: impl Into<String>) -> Self {
+        Self {
+            status: Some(StatusCode::UNAUTHORIZED),
+            code: code::UNAUTHENTICATED,
+            message: message.into(),
         }
-    };
-    match channels::load_channel_policy(&state.db, &code).await {
+    }
+
+    fn forbidden(message: impl Into<String>) -> Self {
+        Self {
+            status: Some(StatusCode::FORBIDDEN),
+            code: code::FORBIDDEN,
+            message: message.into(),
+        }
+    }
+
+    fn internal() -> Self {
+        Self {
+            status: Some(StatusCode::INTERNAL_SERVER_ERROR),
+            code: code::INTERNAL,
+            message: "internal error".to_owned(),
+        }
+    }
+
+    fn into_response(self, media: ResponseMedia) -> Response {
+        let status = self.status.unwrap_or(media.request_error_status());
+        let mut response = request_error(status, media, self.code, &self.message);
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
+        response
+    }
+}
+
+/// The channel named by `X-Channel`, if the header is there.
+fn header_channel(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
+    // A header that is present but not visible ASCII is refused, never read as the default.
+    match headers.get(CHANNEL_HEADER).map(|v| v.to_str()) {
+        None => Ok(None),
+        Some(Ok(code)) if !code.trim().is_empty() => Ok(Some(code.trim().to_ascii_lowercase())),
+        Some(_) => Err(Refusal {
+            status: None,
+            code: code::UNKNOWN_CHANNEL,
+            message: "the X-Channel header must name a channel such as web, mobile, pos or b2b"
+                .to_owned(),
+        }),
+    }
+}
+
+async fn load_channel(state: &AppState, code: &str) -> Result<ChannelPolicy, Refusal> {
+    match channels::load_channel_policy(&state.db, code).await {
         Ok(policy) => Ok(policy),
         Err(CoreError::NotFound { .. }) => {
             let known = channels::list_channels(&state.db)
@@ -354,15 +394,104 @@ async fn resolve_channel(
                         .join(", ")
                 })
                 .unwrap_or_default();
-            Err(ChannelError::Unknown(format!(
-                "unknown channel {code:?} in the X-Channel header; known channels: {known}"
-            )))
+            Err(Refusal {
+                status: None,
+                code: code::UNKNOWN_CHANNEL,
+                message: format!("unknown channel {code:?}; known channels: {known}"),
+            })
         }
         Err(err) => {
             tracing::error!(error = %err, channel = %code, "loading the channel failed");
-            Err(ChannelError::Internal)
+            Err(Refusal::internal())
         }
     }
+}
+
+/// The channel and viewer of a request: from a verified bearer token when there is one (its
+/// channel is the request's channel), else an anonymous viewer of the `X-Channel` channel.
+async fn resolve_viewer(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<(ChannelPolicy, Viewer), Refusal> {
+    let named = header_channel(headers)?;
+    let claims = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(value) => {
+            let text = value
+                .to_str()
+                .map_err(|_| Refusal::unauthenticated(AuthError::Malformed.to_string()))?;
+            let token =
+                bearer_token(text).map_err(|err| Refusal::unauthenticated(err.to_string()))?;
+            Some(
+                state
+                    .auth
+                    .verify(token)
+                    .map_err(|err| Refusal::unauthenticated(err.to_string()))?,
+            )
+        }
+    };
+    let Some(claims) = claims else {
+        let code = named.unwrap_or_else(|| DEFAULT_CHANNEL.to_owned());
+        return Ok((load_channel(state, &code).await?, Viewer::default()));
+    };
+    if let Some(named) = named
+        && named != claims.channel
+    {
+        return Err(Refusal::forbidden(format!(
+            "the token is for channel {:?} but X-Channel names {named:?}; drop the header or use a token for that channel",
+            claims.channel
+        )));
+    }
+    let policy = load_channel(state, &claims.channel).await?;
+    let customer = match &claims.customer {
+        None => None,
+        Some(email) => match customer_by_email(&state.db, email).await {
+            Ok(customer) => Some(customer),
+            Err(CoreError::NotFound { .. }) => {
+                return Err(Refusal::unauthenticated(
+                    "the token names a customer that does not exist",
+                ));
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "loading the token's customer failed");
+                return Err(Refusal::internal());
+            }
+        },
+    };
+    let mut store_id = None;
+    match claims.role {
+        Role::Shopper if customer.is_none() => {
+            return Err(Refusal::forbidden("a shopper token must name its customer"));
+        }
+        Role::B2bBuyer if customer.as_ref().and_then(|c| c.company_id).is_none() => {
+            return Err(Refusal::forbidden(
+                "a b2b_buyer token must name a customer who belongs to a company",
+            ));
+        }
+        Role::PosClerk => {
+            let store = claims.store.as_deref().unwrap_or_default();
+            let location = policy
+                .locations
+                .iter()
+                .find(|l| l.location.code == store && l.location.kind == "store")
+                .ok_or_else(|| {
+                    Refusal::forbidden(format!(
+                        "a pos_clerk token must name a store of channel {:?}; {store:?} is not one",
+                        policy.channel.code
+                    ))
+                })?;
+            store_id = Some(location.location.id);
+        }
+        _ => {}
+    }
+    let viewer = Viewer {
+        subject: Some(claims.sub),
+        role: Some(claims.role),
+        customer,
+        store_id,
+        admin: claims.role == Role::Admin,
+    };
+    Ok((policy, viewer))
 }
 
 async fn execute(
@@ -415,24 +544,9 @@ async fn execute(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let policy = match resolve_channel(state, headers).await {
-        Ok(policy) => policy,
-        Err(ChannelError::Unknown(message)) => {
-            return request_error(
-                media.request_error_status(),
-                media,
-                code::UNKNOWN_CHANNEL,
-                &message,
-            );
-        }
-        Err(ChannelError::Internal) => {
-            return request_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                media,
-                code::INTERNAL,
-                "internal error",
-            );
-        }
+    let (policy, viewer) = match resolve_viewer(state, headers).await {
+        Ok(resolved) => resolved,
+        Err(refusal) => return refusal.into_response(media),
     };
     let mut request = async_graphql::Request::new(params.query).variables(variables);
     if let Some(name) = &params.operation_name {
@@ -443,7 +557,7 @@ async fn execute(
         db: state.db.clone(),
         channel: Arc::new(policy),
         config: state.graphql_config.clone(),
-        viewer: Viewer::default(),
+        viewer,
         bus: state.bus.clone(),
     };
     let mut response = state

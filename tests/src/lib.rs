@@ -347,6 +347,51 @@ pub async fn spawn_app() -> TestApp {
 pub struct SharedApp {
     pub url: String,
     pub database_url: String,
+    /// The shared gateway's token authority (demo mode generated its secret).
+    pub auth: std::sync::Arc<gateway::auth::Authenticator>,
+}
+
+impl SharedApp {
+    /// A token for the shared gateway.
+    pub fn token(
+        &self,
+        channel: &str,
+        role: gateway::auth::Role,
+        customer: Option<&str>,
+        store: Option<&str>,
+    ) -> String {
+        mint(&self.auth, channel, role, customer, store)
+    }
+}
+
+impl TestApp {
+    /// A token for this gateway.
+    pub fn token(
+        &self,
+        channel: &str,
+        role: gateway::auth::Role,
+        customer: Option<&str>,
+        store: Option<&str>,
+    ) -> String {
+        mint(&self.gateway.state.auth, channel, role, customer, store)
+    }
+}
+
+fn mint(
+    auth: &gateway::auth::Authenticator,
+    channel: &str,
+    role: gateway::auth::Role,
+    customer: Option<&str>,
+    store: Option<&str>,
+) -> String {
+    let claims = auth.claims(
+        channel,
+        role,
+        customer.map(str::to_owned),
+        store.map(str::to_owned),
+        Some(600),
+    );
+    auth.mint(&claims).expect("demo mode has a secret")
 }
 
 /// One demo gateway shared by the read-only tests of this process, on its own runtime thread
@@ -367,6 +412,7 @@ pub fn shared_app() -> &'static SharedApp {
                 tx.send(SharedApp {
                     url: app.gateway.url(),
                     database_url: app.database_url.clone(),
+                    auth: app.gateway.state.auth.clone(),
                 })
                 .expect("the test waits");
                 std::future::pending::<()>().await;
@@ -382,6 +428,8 @@ pub struct Client {
     pub url: String,
     pub channel: Option<reqwest::header::HeaderValue>,
     pub accept: Option<String>,
+    /// Sent as `Authorization: Bearer <token>`.
+    pub token: Option<String>,
     http: reqwest::Client,
 }
 
@@ -427,8 +475,15 @@ impl Client {
             url: url.into(),
             channel: None,
             accept: None,
+            token: None,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// Sends `Authorization: Bearer <token>` (the token fixes the channel).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
     }
 
     pub fn channel(self, channel: &str) -> Self {
@@ -457,6 +512,9 @@ impl Client {
         if let Some(channel) = &self.channel {
             request = request.header("x-channel", channel);
         }
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
         if let Some(accept) = &self.accept {
             request = request.header("accept", accept);
         }
@@ -474,6 +532,9 @@ impl Client {
         let mut request = self.http.get(format!("{}/graphql", self.url)).query(params);
         if let Some(channel) = &self.channel {
             request = request.header("x-channel", channel);
+        }
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("Bearer {token}"));
         }
         if let Some(accept) = &self.accept {
             request = request.header("accept", accept);

@@ -97,11 +97,19 @@ impl StockLevel {
         variant_id: i64,
     ) -> async_graphql::Result<Vec<Self>> {
         let rc = request_context(ctx);
-        if StockVisibility::for_channel(&rc.channel.channel.code) != StockVisibility::PerLocation {
-            return Err(ApiError::Forbidden(format!(
-                "per-location stock is not visible on channel {}",
-                rc.channel.channel.code
-            )))
+        // Exact stock per location: admins anywhere, POS clerks on a per-location channel.
+        let per_location =
+            StockVisibility::for_channel(&rc.channel.channel.code) == StockVisibility::PerLocation;
+        let clerk = rc.viewer.role == Some(crate::auth::Role::PosClerk);
+        if !(rc.viewer.admin || (per_location && clerk)) {
+            return Err(ApiError::Forbidden(if per_location {
+                "per-location stock needs a pos_clerk or admin token".to_owned()
+            } else {
+                format!(
+                    "per-location stock is not visible on channel {}",
+                    rc.channel.channel.code
+                )
+            }))
             .api();
         }
         let levels = load_stock(ctx, variant_id).await?;

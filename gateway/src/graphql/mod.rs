@@ -58,14 +58,19 @@ pub struct RequestContext {
     pub bus: crate::bus::EventBus,
 }
 
-/// Who is asking, beyond the channel. Over HTTP every request is anonymous until the gateway
-/// edge (JWT viewers) lands; no request header may claim a customer. In-process callers (tests)
-/// may build a signed-in viewer.
+/// Who is asking, beyond the channel: anonymous, or what a verified token says
+/// ([`crate::auth`]). No request header other than `Authorization` can claim an identity.
 #[derive(Clone, Debug, Default)]
 pub struct Viewer {
+    /// The token's subject; `None` for anonymous viewers.
+    pub subject: Option<String>,
+    /// The token's role; `None` for anonymous viewers.
+    pub role: Option<crate::auth::Role>,
     /// The signed-in customer, whose company and group decide their prices.
     pub customer: Option<customer::Model>,
-    /// May change prices, promotions and quantity rules.
+    /// The store a POS clerk is bound to.
+    pub store_id: Option<i64>,
+    /// May change prices, promotions and quantity rules (role `admin`).
     pub admin: bool,
 }
 

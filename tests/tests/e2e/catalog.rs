@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use e2e::{Client, open_database, shared_app};
+use gateway::auth::Role;
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 
@@ -265,8 +266,9 @@ async fn stock_is_shaped_per_channel() {
     let app = shared_app();
     let query = "query($sku: String!) { variant(sku: $sku) { availability { status quantity } stockLevels { location { code } onHand reserved available } } }";
     // TS-0001-M: 4 units at STORE-MALL, plenty in the warehouses.
+    let clerk = app.token("pos", Role::PosClerk, None, Some("STORE-DOWNTOWN"));
     let pos = Client::new(&app.url)
-        .channel("pos")
+        .token(clerk)
         .query(query, json!({ "sku": "TS-0001-M" }))
         .await;
     let variant = &pos.data()["variant"];
@@ -287,6 +289,14 @@ async fn stock_is_shaped_per_channel() {
         total,
         "pos safety stock is 0"
     );
+
+    // Anonymous POS requests read the catalog, but per-location stock needs a clerk.
+    let anonymous_pos = Client::new(&app.url)
+        .channel("pos")
+        .query(query, json!({ "sku": "TS-0001-M" }))
+        .await;
+    assert_eq!(anonymous_pos.error_codes(), ["FORBIDDEN"]);
+    assert!(anonymous_pos.body["data"]["variant"]["availability"]["quantity"].is_i64());
 
     let web = Client::new(&app.url)
         .query(query, json!({ "sku": "TS-0001-M" }))

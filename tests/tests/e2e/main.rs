@@ -1,6 +1,7 @@
 //! Black-box tests: a real gateway on 127.0.0.1:0 over HTTP, on SQLite or (with
 //! `TEST_DATABASE_URL`) PostgreSQL. One crate, grouped by feature.
 
+mod auth;
 mod catalog;
 mod completion;
 mod demo_data;

@@ -42,7 +42,7 @@ async fn as_customer(
         .unwrap();
     let viewer = Viewer {
         customer: Some(customer),
-        admin: false,
+        ..Viewer::default()
     };
     let response =
         gateway::transport::execute_as(&app.gateway.state, channel, viewer, query, variables).await;

@@ -72,8 +72,8 @@ async fn price_state(app: &TestApp) -> Vec<String> {
 
 async fn run(app: &TestApp, admin: bool, query: &str, variables: Value) -> Value {
     let viewer = Viewer {
-        customer: None,
         admin,
+        ..Viewer::default()
     };
     let response =
         gateway::transport::execute_as(&app.gateway.state, "web", viewer, query, variables).await;
