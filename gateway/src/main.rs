@@ -211,7 +211,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             println!("GraphiQL: {}/graphql", running.url());
             println!(
-                "channels: web (default), mobile, pos, b2b — choose one with the X-Channel header"
+                "channels: web (default), mobile, pos, b2b — anonymous requests choose one with X-Channel; a token fixes its own"
             );
             shutdown_signal().await;
             println!("shutting down");
