@@ -18,7 +18,7 @@ use async_graphql::parser::types::{
 use async_graphql::{Name, PathSegment, Positioned, ServerError, Value};
 
 /// Field types of every object type of the schema, by type and field name.
-struct SchemaShape {
+pub(crate) struct SchemaShape {
     fields: HashMap<String, HashMap<String, Type>>,
     roots: [Option<String>; 3],
 }
@@ -70,7 +70,7 @@ impl SchemaShape {
         shape
     }
 
-    fn root(&self, ty: OperationType) -> Option<&str> {
+    pub(crate) fn root(&self, ty: OperationType) -> Option<&str> {
         let index = match ty {
             OperationType::Query => 0,
             OperationType::Mutation => 1,
@@ -79,12 +79,17 @@ impl SchemaShape {
         self.roots[index].as_deref()
     }
 
-    fn field(&self, parent: Option<&str>, field: &str) -> Option<&Type> {
+    pub(crate) fn field(&self, parent: Option<&str>, field: &str) -> Option<&Type> {
         self.fields.get(parent?)?.get(field)
+    }
+
+    /// Whether `name` is an object (or interface) type of the schema.
+    pub(crate) fn is_object(&self, name: &str) -> bool {
+        self.fields.contains_key(name)
     }
 }
 
-fn shape() -> &'static SchemaShape {
+pub(crate) fn shape() -> &'static SchemaShape {
     static SHAPE: OnceLock<SchemaShape> = OnceLock::new();
     SHAPE.get_or_init(|| SchemaShape::from_sdl(&crate::schema_sdl()))
 }
@@ -105,7 +110,12 @@ pub fn complete_response(
         shape,
         errors: &response.errors,
     };
-    let data = std::mem::take(&mut response.data);
+    let mut data = std::mem::take(&mut response.data);
+    // async-graphql answers an operation whose every root field was skipped (`@skip`) with
+    // `null`; with no error it was an empty object.
+    if data == Value::Null && response.errors.is_empty() {
+        data = Value::Object(Object::new());
+    }
     let root = shape.root(operation.ty);
     let mut path = Vec::new();
     response.data = match data {
@@ -287,12 +297,14 @@ impl<'a> Walker<'a> {
                 self.object(map, selections, type_name, path)
                     .map(Value::Object)
             }
-            // async-graphql turns an object whose every field failed into `null`: complete
-            // it as an empty object so each failed field is decided on its own.
+            // async-graphql turns an object whose every field failed or was skipped into
+            // `null`: complete it as an empty object so each field is decided on its own. (A
+            // non-null position cannot hold a resolver's `null`; a nullable one can, and is
+            // only reopened when its fields failed.)
             Value::Null
                 if !selections.is_empty()
                     && matches!(base, Some(BaseType::Named(_)))
-                    && self.failed_below(path) =>
+                    && (self.failed_below(path) || ty.is_some_and(|t| !t.nullable)) =>
             {
                 self.value(Value::Object(Object::new()), ty, selections, path)
             }
@@ -408,6 +420,17 @@ mod tests {
             &[],
         );
         assert_eq!(out, r#"{"b":1}"#);
+    }
+
+    #[test]
+    fn an_object_whose_fields_were_all_skipped_is_empty_not_null() {
+        let out = complete(
+            "{ list { y @skip(if: true) } obj { x @skip(if: true) } }",
+            serde_json::json!({ "list": [null, null], "obj": null }),
+            &[],
+        );
+        // `list` holds non-null objects; `obj` is nullable and may be a resolver's null.
+        assert_eq!(out, r#"{"list":[{},{}],"obj":null}"#);
     }
 
     #[test]

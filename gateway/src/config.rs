@@ -26,6 +26,11 @@ pub struct Config {
     /// The HS256 secret, from `GATEWAY_JWT_SECRET`; generated in demo mode when unset.
     #[serde(skip)]
     pub jwt_secret: Option<crate::auth::Secret>,
+    /// Rate limits and query-cost budgets per channel (`GATEWAY_LIMITS=off` turns them off).
+    pub limits: crate::limits::LimitsConfig,
+    /// `redis://…`: cluster mode's shared rate limits and cost budgets. Env `REDIS_URL`.
+    /// Unset: every instance counts on its own.
+    pub redis_url: Option<String>,
 }
 
 /// `[graphql]`: query shape limits.
@@ -38,6 +43,17 @@ pub struct GraphqlConfig {
     pub max_page_size: u64,
     /// Deepest accepted selection nesting.
     pub max_depth: usize,
+    /// Most field selections an operation may execute, fragments expanded where they are
+    /// spread (checked before validation: a small document that expands to millions of
+    /// fields is refused in microseconds).
+    pub max_selections: u64,
+    /// Most aliased fields an operation may execute.
+    pub max_aliases: u64,
+    /// Most fields at the root of an operation.
+    pub max_root_fields: u64,
+    /// Highest estimated cost of one operation (objects cost 1; connections multiply by
+    /// `first`, other lists by 5). Over it: `QUERY_TOO_COMPLEX`, before any SQL.
+    pub max_cost: u64,
 }
 
 /// `[http]`: transport limits.
@@ -46,8 +62,20 @@ pub struct GraphqlConfig {
 pub struct HttpConfig {
     /// Largest accepted request body, in bytes (larger: 413).
     pub max_body_bytes: usize,
-    /// Seconds a request may run before it is answered with 408.
+    /// Seconds a request may run before it is answered with 408. Also how long a response may
+    /// wait for a client that does not read it before the connection is closed.
     pub request_timeout_secs: u64,
+    /// Seconds a connection may take to send a request's complete headers (timed from accept,
+    /// or on a kept-alive connection from the first byte of its next request); then it is
+    /// closed without an answer.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a kept-alive connection may wait idle for its next request; then it is closed.
+    pub keep_alive_idle_secs: u64,
+    /// Most client connections open at once. At the cap, a new connection closes the one idle
+    /// (or sending headers) the longest; when all have a request running, new ones wait in
+    /// the listen backlog. Lowered at start, with a warning, to the open-file limit
+    /// (`ulimit -n`) less 128 descriptors kept in reserve.
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -59,6 +87,8 @@ impl Default for Config {
             http: HttpConfig::default(),
             auth: crate::auth::AuthConfig::default(),
             jwt_secret: None,
+            limits: crate::limits::LimitsConfig::default(),
+            redis_url: None,
         }
     }
 }
@@ -69,6 +99,10 @@ impl Default for GraphqlConfig {
             default_page_size: 20,
             max_page_size: 100,
             max_depth: 15,
+            max_selections: 2_000,
+            max_aliases: 30,
+            max_root_fields: 20,
+            max_cost: 5_000,
         }
     }
 }
@@ -78,6 +112,9 @@ impl Default for HttpConfig {
         Self {
             max_body_bytes: 1024 * 1024,
             request_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            keep_alive_idle_secs: 60,
+            max_connections: 10_000,
         }
     }
 }
@@ -177,6 +214,18 @@ impl Config {
                 reason: "must start with sqlite:, postgres:// or postgresql://".into(),
             });
         }
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("redis+unix://"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "redis_url",
+                reason: format!(
+                    "{} must start with redis:// (rediss:// needs TLS, which this build lacks)",
+                    crate::server::redact(url)
+                ),
+            });
+        }
+        self.limits.validate()?;
         let g = &self.graphql;
         if g.max_page_size == 0 || g.max_page_size > 1000 {
             return Err(ConfigError::Invalid {
@@ -189,6 +238,18 @@ impl Config {
                 key: "graphql.default_page_size",
                 reason: format!("must be 1..={} (graphql.max_page_size)", g.max_page_size),
             });
+        }
+        for (key, value) in [
+            ("graphql.max_selections", g.max_selections),
+            ("graphql.max_root_fields", g.max_root_fields),
+            ("graphql.max_cost", g.max_cost),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be at least 1".into(),
+                });
+            }
         }
         if g.max_depth < 3 {
             return Err(ConfigError::Invalid {
@@ -206,6 +267,26 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "http.request_timeout_secs",
                 reason: "must be at least 1".into(),
+            });
+        }
+        for (key, value) in [
+            (
+                "http.header_read_timeout_secs",
+                self.http.header_read_timeout_secs,
+            ),
+            ("http.keep_alive_idle_secs", self.http.keep_alive_idle_secs),
+        ] {
+            if !(1..=3600).contains(&value) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be 1..=3600".into(),
+                });
+            }
+        }
+        if !(1..=1_000_000).contains(&self.http.max_connections) {
+            return Err(ConfigError::Invalid {
+                key: "http.max_connections",
+                reason: "must be 1..=1000000 (and is lowered to what ulimit -n allows)".into(),
             });
         }
         Ok(())
@@ -278,6 +359,31 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_are_validated() {
+        let config: Config = toml::from_str("[http]\nmax_connections = 3\n").unwrap();
+        assert_eq!(config.http.max_connections, 3);
+        assert_eq!(config.http.header_read_timeout_secs, 10);
+        assert_eq!(config.http.keep_alive_idle_secs, 60);
+        for (key, change) in [
+            (
+                "http.header_read_timeout_secs",
+                (|http: &mut HttpConfig| http.header_read_timeout_secs = 0) as fn(&mut HttpConfig),
+            ),
+            ("http.keep_alive_idle_secs", |http| {
+                http.keep_alive_idle_secs = 0
+            }),
+            ("http.max_connections", |http| http.max_connections = 0),
+        ] {
+            let mut config = Config::default();
+            change(&mut config.http);
+            match config.validate() {
+                Err(ConfigError::Invalid { key: named, .. }) => assert_eq!(named, key),
+                other => panic!("{key}: {other:?}"),
+            }
+        }
     }
 
     #[tokio::test]

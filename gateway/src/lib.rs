@@ -3,6 +3,8 @@
 //! - [`bus`]: domain events announced after commit (in process for now)
 //! - [`completion`]: response order and null propagation as the spec says
 //! - [`config`]: typed configuration (file + env + flags)
+//! - [`connections`]: the accept loop: connection cap, header-read and idle timeouts
+//! - [`limits`]: rate limits and query-cost budgets per (channel, client), in process or Redis
 //! - [`server`]: routes, middleware, start-up
 //! - [`transport`]: GraphQL over HTTP to the letter of the spec
 //! - [`graphiql`]: the in-browser IDE, its assets embedded (no CDN)
@@ -13,8 +15,10 @@ pub mod auth;
 pub mod bus;
 pub mod completion;
 pub mod config;
+pub mod connections;
 pub mod graphiql;
 pub mod graphql;
+pub mod limits;
 pub mod server;
 pub mod shaping;
 pub mod transport;

@@ -112,6 +112,17 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
     {
         config.jwt_secret = Some(gateway::auth::Secret::new(secret));
     }
+    if let Ok(url) = std::env::var("REDIS_URL")
+        && !url.is_empty()
+    {
+        config.redis_url = Some(url);
+    }
+    match std::env::var("GATEWAY_LIMITS").as_deref().map(str::trim) {
+        Err(_) | Ok("") => {}
+        Ok(value) if value.eq_ignore_ascii_case("off") => config.limits.enabled = false,
+        Ok(value) if value.eq_ignore_ascii_case("on") => config.limits.enabled = true,
+        Ok(value) => anyhow::bail!("GATEWAY_LIMITS must be on or off, got {value:?}"),
+    }
     Ok(config)
 }
 
@@ -210,6 +221,17 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 print_demo_tokens(&running)?;
             }
             println!("GraphiQL: {}/graphql", running.url());
+            let limits = &running.state.limits;
+            if !limits.enabled() {
+                println!(
+                    "rate limits and cost budgets: off (GATEWAY_LIMITS=off or [limits] enabled = false); the per-operation maximum cost still applies"
+                );
+            } else if let Some(redis) = limits.redis() {
+                println!(
+                    "rate limits and cost budgets: shared by every instance in Redis at {}",
+                    redis.url()
+                );
+            }
             println!(
                 "channels: web (default), mobile, pos, b2b — anonymous requests choose one with X-Channel; a token fixes its own"
             );

@@ -47,6 +47,9 @@ pub struct AppState {
     pub bus: crate::bus::EventBus,
     /// Checks (and in demo mode mints) the tokens that name viewers.
     pub auth: Arc<crate::auth::Authenticator>,
+    /// Request-rate limits and query-cost budgets per (channel, client), in Redis in
+    /// cluster mode.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// Why the gateway could not start. Each message is one line that names what failed (with
@@ -76,6 +79,9 @@ pub enum StartError {
     /// The auth configuration or the JWT secret cannot be used.
     #[error("{0}")]
     Auth(#[from] crate::auth::AuthError),
+    /// `REDIS_URL` is set but Redis cannot be reached (its password redacted).
+    #[error(transparent)]
+    Redis(#[from] crate::limits::RedisConnectError),
 }
 
 impl From<CoreError> for StartError {
@@ -212,6 +218,10 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.http.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            config.http.max_body_bytes,
+            refuse_declared_oversize,
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(config.http.request_timeout_secs),
@@ -238,6 +248,40 @@ async fn not_found() -> Response {
         "NOT_FOUND",
         "no such route; GraphQL is served at /graphql",
     )
+}
+
+/// A body whose `Content-Length` is over the limit is refused before any of it is read (a
+/// chunked body is refused by the extractor as soon as it grows past the limit).
+async fn refuse_declared_oversize(
+    State(max_body_bytes): State<usize>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    match declared {
+        Some(length) if length > max_body_bytes as u64 => {
+            // Read what the client still sends (bounded), so it gets this answer, not a reset.
+            crate::connections::discard_in_background(request.into_body());
+            let mut refused = coded_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "BAD_REQUEST",
+                &format!(
+                    "the request body ({length} bytes) is over the limit of {max_body_bytes} \
+                     bytes (http.max_body_bytes)"
+                ),
+            );
+            refused.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            refused
+        }
+        _ => next.run(request).await,
+    }
 }
 
 /// Errors produced below the handlers (405 from the router, 408 from the timeout) come with
@@ -356,6 +400,15 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
         error,
         hint: "choose another address with --listen ADDR or GATEWAY_LISTEN",
     })?;
+    // Redis before the database: when it cannot be reached, nothing has been opened yet.
+    let rate_limits = match &config.redis_url {
+        Some(url) => crate::limits::Limits::new(
+            &config.limits,
+            Some(crate::limits::RedisStore::connect(url, &config.limits.redis_key_prefix).await?),
+            crate::limits::Clock::monotonic(),
+        ),
+        None => crate::limits::Limits::in_process(&config.limits),
+    };
     let (db, sql_statements) = open_database(&config.database_url).await?;
     let demo = if demo {
         demo::seed_if_empty(&db).await?
@@ -369,15 +422,17 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
         sql_statements,
         bus: crate::bus::EventBus::new(),
         auth: Arc::new(auth),
+        limits: Arc::new(rate_limits),
     };
     let app = router(state.clone(), &config);
+    let limits = crate::connections::Limits::from_config(&config.http);
     let (shutdown, signal) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = signal.await;
-            })
-            .await
+        // Peer addresses reach handlers as `ConnectInfo<SocketAddr>`.
+        crate::connections::serve(listener, app, limits, async move {
+            let _ = signal.await;
+        })
+        .await
     });
     Ok(RunningGateway {
         addr,

@@ -23,9 +23,13 @@ use serde_json::json;
 
 use crate::auth::{AuthError, Role, bearer_token};
 use crate::completion::{complete_response, selected_operation};
+use crate::config::GraphqlConfig;
 use crate::graphql::errors::code;
 use crate::graphql::{RequestContext, Viewer};
+use crate::limits::{ClientIp, ClientKey, Limited};
 use crate::server::AppState;
+use crate::shaping::analysis::{self, OperationSize, SizeLimits};
+use crate::shaping::input;
 
 /// The GraphQL-over-HTTP response media type.
 pub const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -143,6 +147,7 @@ enum Method {
 pub async fn graphql_post(
     State(state): State<AppState>,
     headers: HeaderMap,
+    ClientIp(client_ip): ClientIp,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let Some(media) = negotiate(header_str(&headers, header::ACCEPT)) else {
@@ -170,7 +175,7 @@ pub async fn graphql_post(
         }
     };
     match parse_post_body(&body) {
-        Ok(params) => execute(&state, &headers, params, Method::Post, media).await,
+        Ok(params) => execute(&state, &headers, client_ip, params, Method::Post, media).await,
         Err(message) => request_error(StatusCode::BAD_REQUEST, media, code::BAD_REQUEST, &message),
     }
 }
@@ -189,6 +194,7 @@ pub struct GetParams {
 pub async fn graphql_get(
     State(state): State<AppState>,
     headers: HeaderMap,
+    ClientIp(client_ip): ClientIp,
     params: Result<Query<GetParams>, QueryRejection>,
 ) -> Response {
     let accept = header_str(&headers, header::ACCEPT);
@@ -253,7 +259,22 @@ pub async fn graphql_get(
         variables,
         operation_name: params.operation_name,
     };
-    execute(&state, &headers, params, Method::Get, media).await
+    execute(&state, &headers, client_ip, params, Method::Get, media).await
+}
+
+/// 429 with `Retry-After` (whole seconds, at least 1) and `RATE_LIMITED`.
+fn rate_limited(media: ResponseMedia, limited: &Limited) -> Response {
+    let mut response = request_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        media,
+        code::RATE_LIMITED,
+        &limited.to_string(),
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(limited.retry_after_secs()),
+    );
+    response
 }
 
 fn graphiql() -> Response {
@@ -497,6 +518,7 @@ async fn resolve_viewer(
 async fn execute(
     state: &AppState,
     headers: &HeaderMap,
+    client_ip: Option<std::net::IpAddr>,
     params: GraphqlParams,
     method: Method,
     media: ResponseMedia,
@@ -504,6 +526,17 @@ async fn execute(
     // Parse once, before any database work: syntax errors and missing variables are request
     // errors, and GET must know the operation type. The executor gets a copy of the parsed
     // document; this one completes the response afterwards.
+    if input::nesting_exceeds(&params.query, input::MAX_NESTING) {
+        return request_error(
+            media.request_error_status(),
+            media,
+            code::QUERY_TOO_COMPLEX,
+            &format!(
+                "the document nests brackets deeper than {} levels",
+                input::MAX_NESTING
+            ),
+        );
+    }
     let document = match async_graphql::parser::parse_query(&params.query) {
         Ok(document) => document,
         Err(err) => {
@@ -514,7 +547,7 @@ async fn execute(
             return render(async_graphql::Response::from_errors(vec![err]), media);
         }
     };
-    let variables = params
+    let mut variables = params
         .variables
         .map(Variables::from_json)
         .unwrap_or_default();
@@ -526,6 +559,16 @@ async fn execute(
             code::BAD_USER_INPUT,
             &message,
         );
+    }
+    if let Some(operation) = operation {
+        input::apply_variable_defaults(&operation.node, &mut variables);
+        if let Some(field) = input::find_nul(&document, operation, &variables) {
+            let body = json!({ "errors": [{
+                "message": format!("invalid {field}: text may not contain NUL characters"),
+                "extensions": { "code": code::BAD_USER_INPUT, "field": field },
+            }] });
+            return with_media(media.request_error_status(), media, body.to_string());
+        }
     }
     if method == Method::Get
         && matches!(
@@ -544,10 +587,48 @@ async fn execute(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
+    // The operation's size as it would execute, before validation and before any SQL.
+    let size = match operation.map(|op| {
+        analysis::measure(
+            &document,
+            &op.node,
+            &variables,
+            state.graphql_config.default_page_size,
+        )
+    }) {
+        None => None,
+        Some(Ok(size)) => {
+            if let Err(err) = size.check(&size_limits(&state.graphql_config)) {
+                return request_error(
+                    media.request_error_status(),
+                    media,
+                    code::QUERY_TOO_COMPLEX,
+                    &err.to_string(),
+                );
+            }
+            Some(size)
+        }
+        Some(Err(err)) => {
+            return request_error(
+                media.request_error_status(),
+                media,
+                code::GRAPHQL_VALIDATION_FAILED,
+                &err.to_string(),
+            );
+        }
+    };
     let (policy, viewer) = match resolve_viewer(state, headers).await {
         Ok(resolved) => resolved,
         Err(refusal) => return refusal.into_response(media),
     };
+    let client = ClientKey::of(viewer.subject.as_deref(), client_ip);
+    if let Err(limited) = state
+        .limits
+        .check_request(&policy.channel.code, &client)
+        .await
+    {
+        return rate_limited(media, &limited);
+    }
     let mut request = async_graphql::Request::new(params.query).variables(variables);
     if let Some(name) = &params.operation_name {
         request = request.operation_name(name.clone());
@@ -566,6 +647,9 @@ async fn execute(
         .await;
     if let Some(operation) = operation {
         complete_response(&mut response, &document, &operation.node);
+    }
+    if let Some(size) = size {
+        report_cost(&mut response, &size);
     }
     render(response, media)
 }
@@ -610,6 +694,34 @@ pub async fn execute_as(
         complete_response(&mut response, &document, &operation.node);
     }
     response
+}
+
+/// The configured operation limits.
+fn size_limits(config: &GraphqlConfig) -> SizeLimits {
+    SizeLimits {
+        max_selections: config.max_selections,
+        max_depth: config.max_depth as u64,
+        max_aliases: config.max_aliases,
+        max_root_fields: config.max_root_fields,
+        max_cost: config.max_cost,
+    }
+}
+
+/// `extensions.cost { requested, actual }`: the estimate the operation was admitted on and the
+/// objects its response really holds.
+fn report_cost(response: &mut async_graphql::Response, size: &OperationSize) {
+    let mut cost = async_graphql::indexmap::IndexMap::new();
+    cost.insert(
+        async_graphql::Name::new("requested"),
+        Value::from(size.cost),
+    );
+    cost.insert(
+        async_graphql::Name::new("actual"),
+        Value::from(analysis::actual_cost(&response.data)),
+    );
+    response
+        .extensions
+        .insert("cost".to_owned(), Value::Object(cost));
 }
 
 /// Variable coercion is part of the request in the spec: a required variable without a value

@@ -30,6 +30,13 @@ pub fn test_database_url() -> Option<String> {
         .filter(|url| !url.is_empty())
 }
 
+/// The Redis server to test cluster mode against, when `TEST_REDIS_URL` is set.
+pub fn test_redis_url() -> Option<String> {
+    std::env::var("TEST_REDIS_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
 /// A new name for a test database or file: `e2e_<pid>_<uuid>`.
 fn new_name() -> String {
     format!(
@@ -325,13 +332,24 @@ pub struct TestApp {
 
 /// Starts a gateway on a fresh database with the demo data.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a gateway on a fresh database with the demo data, after `configure` has changed its
+/// configuration (the listen address and database URL are set already).
+///
+/// Rate limits and cost budgets start off (`limits.enabled = false`): the suite sends far more
+/// requests from 127.0.0.1 than a client may; the tests of the limits turn them on.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     let database = TestDatabase::create().await;
     let database_url = database.url().to_owned();
-    let config = Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".into(),
         database_url: database_url.clone(),
         ..Config::default()
     };
+    config.limits.enabled = false;
+    configure(&mut config);
     let gateway = gateway::start(config, true)
         .await
         .expect("the gateway starts");

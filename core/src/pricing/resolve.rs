@@ -129,34 +129,44 @@ pub struct QuantityRule {
 }
 
 impl QuantityRule {
-    /// Whether `quantity` meets the rule.
-    pub fn allows(&self, quantity: i32) -> bool {
-        quantity >= self.min_quantity
-            && self.max_quantity.is_none_or(|max| quantity <= max)
-            && (quantity - self.min_quantity) % self.increment.max(1) == 0
-    }
-
-    /// The nearest allowed quantities below and above `quantity` (either may not exist).
-    pub fn nearest(&self, quantity: i32) -> (Option<i32>, Option<i32>) {
-        let step = self.increment.max(1);
-        let min = self.min_quantity.max(1);
+    /// The grid in `i64`, so no arithmetic on it can overflow whatever the stored `i32`s:
+    /// the step (at least 1), the first allowed quantity (at least 1) and the last one, if
+    /// the rule has a max (below the first when the rule allows nothing).
+    fn grid(&self) -> (i64, i64, Option<i64>) {
+        let step = i64::from(self.increment.max(1));
+        let min = i64::from(self.min_quantity.max(1));
         let last = self
             .max_quantity
-            .map(|max| max - (max - min).rem_euclid(step));
-        let valid = |q: i32| q >= min && last.is_none_or(|last| q <= last);
-        let below = if quantity <= min {
+            .map(|max| i64::from(max) - (i64::from(max) - min).rem_euclid(step));
+        (step, min, last)
+    }
+
+    /// Whether `quantity` meets the rule.
+    pub fn allows(&self, quantity: i32) -> bool {
+        let (step, min, last) = self.grid();
+        let q = i64::from(quantity);
+        q >= min && last.is_none_or(|last| q <= last) && (q - min) % step == 0
+    }
+
+    /// The nearest allowed quantities below and above `quantity` (either may not exist, for
+    /// instance when the next step up is past `i32::MAX`).
+    pub fn nearest(&self, quantity: i32) -> (Option<i32>, Option<i32>) {
+        let (step, min, last) = self.grid();
+        let q = i64::from(quantity);
+        let valid = |q: i64| q >= min && last.is_none_or(|last| q <= last);
+        let below = if q <= min {
             None
         } else {
-            let q = min + (quantity - min - 1) / step * step;
-            Some(last.map_or(q, |last| q.min(last)))
+            let below = min + (q - min - 1) / step * step;
+            Some(last.map_or(below, |last| below.min(last)))
         };
-        let above = if quantity < min {
-            Some(min)
+        let above = if q < min {
+            min
         } else {
-            let q = min + ((quantity - min) / step + 1) * step;
-            Some(q)
+            min + ((q - min) / step + 1) * step
         };
-        (below.filter(|&q| valid(q)), above.filter(|&q| valid(q)))
+        let fit = |q: i64| i32::try_from(q).ok().filter(|_| valid(q));
+        (below.and_then(fit), fit(above))
     }
 }
 

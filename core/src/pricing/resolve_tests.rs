@@ -537,6 +537,39 @@ fn quantity_rules_refuse_with_the_nearest_valid_quantities() {
 }
 
 #[test]
+fn extreme_quantity_rules_never_overflow() {
+    // An increment of i32::MAX once made `nearest` overflow (a panic, an HTTP 500 for any
+    // shopper who asked for a quantity off the grid).
+    let huge = QuantityRule {
+        id: 1,
+        list_id: 1,
+        min_quantity: 1,
+        max_quantity: None,
+        increment: i32::MAX,
+    };
+    assert!(!huge.allows(2));
+    assert_eq!(huge.nearest(2), (Some(1), None));
+    assert_eq!(huge.nearest(i32::MAX), (Some(1), None));
+    assert!(huge.allows(1));
+    let top = QuantityRule {
+        min_quantity: i32::MAX,
+        max_quantity: Some(i32::MAX),
+        ..huge.clone()
+    };
+    assert_eq!(top.nearest(1), (None, Some(i32::MAX)));
+    assert!(top.allows(i32::MAX));
+    let odd = QuantityRule {
+        min_quantity: i32::MIN,
+        max_quantity: Some(i32::MIN),
+        increment: i32::MIN,
+        ..huge
+    };
+    assert!(!odd.allows(i32::MAX));
+    assert_eq!(odd.nearest(i32::MAX), (None, None));
+    assert_eq!(odd.nearest(i32::MIN), (None, None));
+}
+
+#[test]
 fn tiers_show_the_breaks_this_viewer_gets() {
     let lists = [
         list(1, PriceScope::Base, 0),
@@ -718,5 +751,43 @@ proptest! {
         let promotions2: Vec<_> = shuffle(promotions.len()).into_iter().map(|i| promotions[i].clone()).collect();
         let shuffled = price(&viewer, quantity, &lists2, &entries2, &[], &promotions2);
         prop_assert_eq!(forward, shuffled);
+    }
+
+    #[test]
+    fn quantity_rules_never_panic_and_suggest_only_allowed_quantities(
+        min_quantity in any::<i32>(),
+        max_quantity in any::<Option<i32>>(),
+        increment in any::<i32>(),
+        quantity in any::<i32>(),
+    ) {
+        let rule = QuantityRule { id: 1, list_id: 1, min_quantity, max_quantity, increment };
+        let allowed = rule.allows(quantity);
+        let (below, above) = rule.nearest(quantity);
+        if let Some(below) = below {
+            prop_assert!(below < quantity, "{below} is not below {quantity}");
+            prop_assert!(rule.allows(below), "{rule:?} refuses its own suggestion {below}");
+        }
+        if let Some(above) = above {
+            prop_assert!(above > quantity, "{above} is not above {quantity}");
+            prop_assert!(rule.allows(above), "{rule:?} refuses its own suggestion {above}");
+        }
+        if allowed {
+            prop_assert!(quantity >= 1 && quantity >= min_quantity);
+        }
+    }
+
+    #[test]
+    fn the_nearest_quantities_are_the_closest_allowed_ones(
+        min_quantity in -5i32..60,
+        max_quantity in prop::option::of(-5i32..300),
+        increment in -3i32..40,
+        quantity in -5i32..400,
+    ) {
+        let rule = QuantityRule { id: 1, list_id: 1, min_quantity, max_quantity, increment };
+        // Every allowed quantity lies below 400 + 40 when there is no max.
+        let allowed: Vec<i32> = (-10..500).filter(|&q| rule.allows(q)).collect();
+        let below = allowed.iter().copied().filter(|&q| q < quantity).max();
+        let above = allowed.iter().copied().find(|&q| q > quantity);
+        prop_assert_eq!(rule.nearest(quantity), (below, above));
     }
 }

@@ -342,13 +342,17 @@ impl Variant {
     /// The price of `quantity` units for the request's viewer (customer, company and group
     /// prices, volume tiers and promotions applied), with the rules that made it. Without
     /// `quantity`: the smallest quantity the viewer may buy (1 unless a quantity rule says
-    /// more). A quantity that breaks a quantity rule is refused with `QUANTITY_RULE_VIOLATION`.
+    /// more). A quantity that breaks a quantity rule is refused with `QUANTITY_RULE_VIOLATION`;
+    /// a variant with no price in the channel's currency is `null` with `NOT_FOUND`. (Nullable,
+    /// so one unpriced variant never blanks a whole catalog page.)
     async fn price(
         &self,
         ctx: &Context<'_>,
         quantity: Option<i32>,
-    ) -> async_graphql::Result<super::pricing::Price> {
-        super::pricing::price_of(ctx, &self.0, quantity, "quantity").await
+    ) -> async_graphql::Result<Option<super::pricing::Price>> {
+        super::pricing::price_of(ctx, &self.0, quantity, "quantity")
+            .await
+            .map(Some)
     }
     /// The volume breaks this viewer gets, smallest quantity first (list prices, before
     /// promotions).

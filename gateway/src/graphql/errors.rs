@@ -15,6 +15,8 @@ pub mod code {
     pub const NOT_ACCEPTABLE: &str = "NOT_ACCEPTABLE";
     pub const NOT_FOUND: &str = "NOT_FOUND";
     pub const QUANTITY_RULE_VIOLATION: &str = "QUANTITY_RULE_VIOLATION";
+    pub const QUERY_TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
     pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
     pub const UNKNOWN_CHANNEL: &str = "UNKNOWN_CHANNEL";
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";

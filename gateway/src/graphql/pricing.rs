@@ -41,11 +41,13 @@ pub struct Money(pub Decimal);
 impl ScalarType for Money {
     fn parse(value: Value) -> InputValueResult<Self> {
         match &value {
-            Value::String(text) => {
-                text.trim().parse::<Decimal>().map(Money).map_err(|_| {
-                    InputValueError::custom(format!("{text:?} is not a decimal number"))
-                })
-            }
+            Value::String(text) => parse_decimal(text).map(Money).ok_or_else(|| {
+                let shown: String = text.chars().take(40).collect();
+                InputValueError::custom(format!(
+                    "{shown:?} is not a plain decimal such as \"19.99\" (digits, an optional \
+                     leading -, an optional . and fraction; at most 28 digits)"
+                ))
+            }),
             _ => Err(InputValueError::custom(
                 "send decimals as strings, e.g. \"19.99\"",
             )),
@@ -55,6 +57,22 @@ impl ScalarType for Money {
     fn to_value(&self) -> Value {
         Value::String(self.0.normalize().to_string())
     }
+}
+
+/// A plain decimal (`-?digits(.digits)?`), parsed exactly: no exponent, sign `+`, spaces or
+/// underscores, and never rounded (a value with more digits than a `Decimal` holds is refused,
+/// not silently rounded to zero).
+fn parse_decimal(text: &str) -> Option<Decimal> {
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = match unsigned.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (unsigned, None),
+    };
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || fraction.is_some_and(|f| !digits(f)) {
+        return None;
+    }
+    Decimal::from_str_exact(text).ok()
 }
 
 /// The per-request pricing inputs that do not depend on the variant: the viewer, the instant
@@ -587,5 +605,35 @@ impl PricingQuery {
             currency: session(ctx).viewer.currency.clone(),
             lines: priced,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_decimal;
+
+    #[test]
+    fn decimals_are_plain_and_exact() {
+        for ok in ["19.99", "0", "-0", "0.0001", "-5.5", "1234567.1234"] {
+            assert_eq!(parse_decimal(ok), Some(ok.parse().unwrap()), "{ok}");
+        }
+        for bad in [
+            "",
+            " 19.99",
+            "19.99 ",
+            "1e10",
+            "1E2",
+            "1_000",
+            "+5",
+            ".5",
+            "5.",
+            "NaN",
+            "inf",
+            "0.000000000000000000000000000001",
+            "1.000000000000000000000000000001",
+            "--1",
+        ] {
+            assert_eq!(parse_decimal(bad), None, "{bad:?}");
+        }
     }
 }

@@ -207,3 +207,28 @@ async fn a_forbidden_nullable_field_is_present_as_null_in_its_place() {
         "web",
     );
 }
+
+#[tokio::test]
+async fn skipped_fields_and_variable_defaults_follow_the_spec() {
+    let app = shared_app();
+    let client = Client::new(&app.url);
+    // Every field of a non-null object skipped: an empty object, not null.
+    let reply = client
+        .query("{ channel { code @skip(if: true) } }", json!({}))
+        .await;
+    assert_eq!(reply.data()["channel"], json!({}), "{}", reply.text);
+    let reply = client
+        .query("{ __typename @skip(if: true) }", json!({}))
+        .await;
+    assert_eq!(reply.body["data"], json!({}), "{}", reply.text);
+    // `@skip` / `@include` read a variable's default when the request omits it.
+    let reply = client
+        .query(
+            "query($t: Boolean = true) { a: channel @skip(if: $t) { code } b: channel @include(if: $t) { code } }",
+            json!({}),
+        )
+        .await;
+    let data = reply.data().as_object().unwrap();
+    assert!(!data.contains_key("a"), "{}", reply.text);
+    assert_eq!(data["b"]["code"], "web");
+}

@@ -4,12 +4,15 @@
 mod auth;
 mod catalog;
 mod completion;
+mod connections;
 mod demo_data;
 mod graphiql;
 mod lifecycle;
+mod limits;
 mod pricing;
 mod pricing_admin;
 mod schema;
+mod shaping;
 mod sorting;
 mod sql_statements;
 mod transport;

@@ -1,5 +1,5 @@
 //! Field visibility by channel: what each kind of client may see of the core's data.
-//! (Depth, cost and persisted-operation limits join this module with the edge issue.)
+//! (Operation size limits live beside it, in [`super::analysis`].)
 
 /// How much of the stock picture a channel sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
