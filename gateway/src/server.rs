@@ -47,6 +47,8 @@ pub struct AppState {
     pub bus: crate::bus::EventBus,
     /// Checks (and in demo mode mints) the tokens that name viewers.
     pub auth: Arc<crate::auth::Authenticator>,
+    /// Demo mode: introspection for every viewer (GraphiQL's docs); otherwise admins only.
+    pub introspection_for_all: bool,
     /// Request-rate limits and query-cost budgets per (channel, client), in Redis in
     /// cluster mode.
     pub limits: Arc<crate::limits::Limits>,
@@ -410,6 +412,7 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
         None => crate::limits::Limits::in_process(&config.limits),
     };
     let (db, sql_statements) = open_database(&config.database_url).await?;
+    let demo_mode = demo;
     let demo = if demo {
         demo::seed_if_empty(&db).await?
     } else {
@@ -422,6 +425,7 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
         sql_statements,
         bus: crate::bus::EventBus::new(),
         auth: Arc::new(auth),
+        introspection_for_all: demo_mode,
         limits: Arc::new(rate_limits),
     };
     let app = router(state.clone(), &config);

@@ -21,12 +21,12 @@ use commerce_core::pricing::load::customer_by_email;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::auth::{AuthError, Role, bearer_token};
+use crate::auth::{AuthError, Claims, Role, bearer_token};
 use crate::completion::{complete_response, selected_operation};
 use crate::config::GraphqlConfig;
 use crate::graphql::errors::code;
 use crate::graphql::{RequestContext, Viewer};
-use crate::limits::{ClientIp, ClientKey, Limited};
+use crate::limits::{Budget, ClientIp, ClientKey, Limited};
 use crate::server::AppState;
 use crate::shaping::analysis::{self, OperationSize, SizeLimits};
 use crate::shaping::input;
@@ -430,10 +430,12 @@ async fn load_channel(state: &AppState, code: &str) -> Result<ChannelPolicy, Ref
 
 /// The channel and viewer of a request: from a verified bearer token when there is one (its
 /// channel is the request's channel), else an anonymous viewer of the `X-Channel` channel.
-async fn resolve_viewer(
+/// Who claims to ask, and on which channel: the verified token's claims and channel, or the
+/// `X-Channel` channel (default `web`) of an anonymous request. No database work.
+fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
-) -> Result<(ChannelPolicy, Viewer), Refusal> {
+) -> Result<(String, Option<Claims>), Refusal> {
     let named = header_channel(headers)?;
     let claims = match headers.get(header::AUTHORIZATION) {
         None => None,
@@ -452,8 +454,7 @@ async fn resolve_viewer(
         }
     };
     let Some(claims) = claims else {
-        let code = named.unwrap_or_else(|| DEFAULT_CHANNEL.to_owned());
-        return Ok((load_channel(state, &code).await?, Viewer::default()));
+        return Ok((named.unwrap_or_else(|| DEFAULT_CHANNEL.to_owned()), None));
     };
     if let Some(named) = named
         && named != claims.channel
@@ -463,7 +464,20 @@ async fn resolve_viewer(
             claims.channel
         )));
     }
-    let policy = load_channel(state, &claims.channel).await?;
+    Ok((claims.channel.clone(), Some(claims)))
+}
+
+/// The channel policy and viewer of an authenticated request (channel, customer and store
+/// lookups).
+async fn resolve_viewer(
+    state: &AppState,
+    channel: &str,
+    claims: Option<Claims>,
+) -> Result<(ChannelPolicy, Viewer), Refusal> {
+    let policy = load_channel(state, channel).await?;
+    let Some(claims) = claims else {
+        return Ok((policy, Viewer::default()));
+    };
     let customer = match &claims.customer {
         None => None,
         Some(email) => match customer_by_email(&state.db, email).await {
@@ -587,7 +601,17 @@ async fn execute(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    // The operation's size as it would execute, before validation and before any SQL.
+    // Who asks, and on which channel: no SQL yet.
+    let (channel_code, claims) = match authenticate(state, headers) {
+        Ok(authenticated) => authenticated,
+        Err(refusal) => return refusal.into_response(media),
+    };
+    // The operation's size as it would execute, before validation and before any SQL; the
+    // cost also within the channel's maximum per operation.
+    let mut limits = size_limits(&state.graphql_config);
+    limits.max_cost = limits
+        .max_cost
+        .min(state.limits.max_cost_per_operation(&channel_code));
     let size = match operation.map(|op| {
         analysis::measure(
             &document,
@@ -598,7 +622,7 @@ async fn execute(
     }) {
         None => None,
         Some(Ok(size)) => {
-            if let Err(err) = size.check(&size_limits(&state.graphql_config)) {
+            if let Err(err) = size.check(&limits) {
                 return request_error(
                     media.request_error_status(),
                     media,
@@ -617,10 +641,20 @@ async fn execute(
             );
         }
     };
-    let (policy, viewer) = match resolve_viewer(state, headers).await {
+    let (policy, viewer) = match resolve_viewer(state, &channel_code, claims).await {
         Ok(resolved) => resolved,
         Err(refusal) => return refusal.into_response(media),
     };
+    // The schema is documentation for admins (and everyone in demo mode), not for scrapers.
+    if !state.introspection_for_all
+        && !viewer.admin
+        && operation.is_some_and(|op| input::selects_introspection(&document, &op.node))
+    {
+        return Refusal::forbidden(
+            "introspection (__schema, __type) needs an admin token outside demo mode",
+        )
+        .into_response(media);
+    }
     let client = ClientKey::of(viewer.subject.as_deref(), client_ip);
     if let Err(limited) = state
         .limits
@@ -629,6 +663,18 @@ async fn execute(
     {
         return rate_limited(media, &limited);
     }
+    // The cost budget is charged the requested cost before the operation runs.
+    let budget = match size {
+        Some(size) => match state
+            .limits
+            .charge_cost(&policy.channel.code, &client, size.cost)
+            .await
+        {
+            Ok(budget) => Some(budget),
+            Err(limited) => return rate_limited(media, &limited),
+        },
+        None => None,
+    };
     let mut request = async_graphql::Request::new(params.query).variables(variables);
     if let Some(name) = &params.operation_name {
         request = request.operation_name(name.clone());
@@ -649,7 +695,7 @@ async fn execute(
         complete_response(&mut response, &document, &operation.node);
     }
     if let Some(size) = size {
-        report_cost(&mut response, &size);
+        report_cost(&mut response, &size, budget);
     }
     render(response, media)
 }
@@ -709,7 +755,11 @@ fn size_limits(config: &GraphqlConfig) -> SizeLimits {
 
 /// `extensions.cost { requested, actual }`: the estimate the operation was admitted on and the
 /// objects its response really holds.
-fn report_cost(response: &mut async_graphql::Response, size: &OperationSize) {
+fn report_cost(
+    response: &mut async_graphql::Response,
+    size: &OperationSize,
+    budget: Option<Budget>,
+) {
     let mut cost = async_graphql::indexmap::IndexMap::new();
     cost.insert(
         async_graphql::Name::new("requested"),
@@ -719,6 +769,19 @@ fn report_cost(response: &mut async_graphql::Response, size: &OperationSize) {
         async_graphql::Name::new("actual"),
         Value::from(analysis::actual_cost(&response.data)),
     );
+    if let Some(budget) = budget {
+        let mut bucket = async_graphql::indexmap::IndexMap::new();
+        bucket.insert(async_graphql::Name::new("max"), Value::from(budget.max));
+        bucket.insert(
+            async_graphql::Name::new("remaining"),
+            Value::from(budget.remaining),
+        );
+        bucket.insert(
+            async_graphql::Name::new("restoreRate"),
+            Value::from(budget.restore_rate),
+        );
+        cost.insert(async_graphql::Name::new("budget"), Value::Object(bucket));
+    }
     response
         .extensions
         .insert("cost".to_owned(), Value::Object(cost));
@@ -756,15 +819,35 @@ fn render(mut response: async_graphql::Response, media: ResponseMedia) -> Respon
     let request_failed = response.data == Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(|e| e.path.is_empty());
+    // Bounded output: at most MAX_ERRORS errors, each message at most MAX_MESSAGE_CHARS (an
+    // error may echo a client's input, such as a 900 KB cursor).
+    let omitted = response.errors.len().saturating_sub(MAX_ERRORS);
+    response.errors.truncate(MAX_ERRORS);
+    if omitted > 0 {
+        response
+            .extensions
+            .insert("errorsOmitted".to_owned(), Value::from(omitted as u64));
+    }
     for error in &mut response.errors {
+        if error.message.chars().count() > MAX_MESSAGE_CHARS {
+            let cut: String = error.message.chars().take(MAX_MESSAGE_CHARS).collect();
+            error.message = format!("{cut}…");
+        }
         let extensions = error.extensions.get_or_insert_with(Default::default);
         if extensions.get("code").is_none() {
             // Our resolvers always set a code; uncoded errors come from async-graphql itself:
-            // validation before execution, input coercion during it.
+            // validation before execution, argument coercion during it. Anything else is ours
+            // to fix: INTERNAL, never blamed on the client.
             let fallback = if request_failed {
                 code::GRAPHQL_VALIDATION_FAILED
-            } else {
+            } else if error.message.starts_with("Failed to parse")
+                || error.message.starts_with("Invalid value")
+            {
                 code::BAD_USER_INPUT
+            } else {
+                tracing::error!(message = %error.message, "an error without a code");
+                error.message = "internal error".to_owned();
+                code::INTERNAL
             };
             extensions.set("code", fallback);
         }
@@ -783,6 +866,11 @@ fn render(mut response: async_graphql::Response, media: ResponseMedia) -> Respon
     };
     with_media(status, media, body)
 }
+
+/// Most errors one response carries; the rest are counted in `extensions.errorsOmitted`.
+pub const MAX_ERRORS: usize = 20;
+/// Longest error message sent, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 300;
 
 /// The response as the spec shapes it; serialized straight from async-graphql's values so
 /// fields keep the order of the query.

@@ -118,6 +118,36 @@ pub fn find_nul(
     None
 }
 
+/// Whether the operation asks for `__schema` or `__type` at its root (fragments included).
+pub fn selects_introspection(
+    document: &ExecutableDocument,
+    operation: &OperationDefinition,
+) -> bool {
+    let mut sets: Vec<&SelectionSet> = vec![&operation.selection_set.node];
+    let mut spread = std::collections::HashSet::new();
+    while let Some(set) = sets.pop() {
+        for selection in &set.items {
+            match &selection.node {
+                Selection::Field(field) => {
+                    if matches!(field.node.name.node.as_str(), "__schema" | "__type") {
+                        return true;
+                    }
+                }
+                Selection::InlineFragment(fragment) => sets.push(&fragment.node.selection_set.node),
+                Selection::FragmentSpread(fragment) => {
+                    let name = &fragment.node.fragment_name.node;
+                    if spread.insert(name.clone())
+                        && let Some(definition) = document.fragments.get(name)
+                    {
+                        sets.push(&definition.node.selection_set.node);
+                    }
+                }
+            }
+        }
+    }
+    false
+}
+
 fn has_nul(value: &Value) -> bool {
     match value {
         Value::String(text) => text.contains('\0'),
@@ -147,6 +177,20 @@ mod tests {
         assert!(!nesting_exceeds(&in_comment, MAX_NESTING));
         let escaped_quote = format!("{{ a(x: \"\\\"{}\") }}", "[".repeat(500));
         assert!(!nesting_exceeds(&escaped_quote, MAX_NESTING));
+    }
+
+    #[test]
+    fn introspection_is_found_at_the_root_and_through_fragments() {
+        let check = |query: &str| {
+            let document = async_graphql::parser::parse_query(query).unwrap();
+            let operation = selected_operation(&document.operations, None).unwrap();
+            selects_introspection(&document, &operation.node)
+        };
+        assert!(check("{ __schema { types { name } } }"));
+        assert!(check(
+            "{ ...F } fragment F on Query { t: __type(name: \"Product\") { name } }"
+        ));
+        assert!(!check("{ __typename channel { code } }"));
     }
 
     #[test]

@@ -301,3 +301,40 @@ async fn each_company_buyer_sees_its_own_contract_price_over_http() {
     assert_ne!(amount(&globex), contract);
     assert_eq!(anonymous["tier"]["scope"], "CHANNEL");
 }
+
+#[tokio::test]
+async fn introspection_is_for_admins_outside_demo_mode() {
+    let database_url = e2e::fresh_database_url().await;
+    let config = gateway::Config {
+        listen: "127.0.0.1:0".into(),
+        database_url: database_url.to_string(),
+        jwt_secret: Some(Secret::new("k".repeat(MIN_SECRET_LEN))),
+        ..gateway::Config::default()
+    };
+    let gateway = gateway::start(config, false).await.unwrap();
+    commerce_core::demo::seed_if_empty(&gateway.state.db)
+        .await
+        .unwrap();
+    let introspection = "{ __schema { queryType { name } } }";
+    let anonymous = Client::new(gateway.url())
+        .query(introspection, json!({}))
+        .await;
+    assert_eq!(anonymous.status, StatusCode::FORBIDDEN);
+    assert_eq!(anonymous.error_codes(), ["FORBIDDEN"], "{}", anonymous.text);
+    assert!(anonymous.body.get("data").is_none());
+    let auth = &gateway.state.auth;
+    let admin = auth
+        .mint(&auth.claims("web", Role::Admin, None, None, Some(60)))
+        .unwrap();
+    let reply = Client::new(gateway.url())
+        .token(admin)
+        .query(introspection, json!({}))
+        .await;
+    assert_eq!(reply.data()["__schema"]["queryType"]["name"], "Query");
+    // __typename is not introspection.
+    let plain = Client::new(gateway.url())
+        .query("{ __typename }", json!({}))
+        .await;
+    assert_eq!(plain.data()["__typename"], "Query");
+    gateway.stop().await.unwrap();
+}

@@ -171,6 +171,18 @@ async fn bodies_over_the_limit_are_refused_without_waiting_for_them() {
         "{body}"
     );
 
+    // The body sent after all is read and discarded, then the connection is closed cleanly
+    // (a reset could destroy the answer before the client reads it).
+    stream
+        .write_all(&vec![b' '; 10_485_760])
+        .await
+        .expect("the server reads what the client still sends");
+    let mut rest = [0u8; 64];
+    let read = tokio::time::timeout(PATIENCE, stream.read(&mut rest))
+        .await
+        .expect("the server closes the connection");
+    assert_eq!(read.expect("a clean close, not a reset"), 0);
+
     // Declared too large and sent anyway: the client, still sending, gets the answer.
     for _ in 0..5 {
         let reply = Client::new(app.gateway.url())

@@ -194,3 +194,68 @@ async fn limits_off_let_the_burst_through() {
     }
     remove_keys(&app).await;
 }
+
+/// The cost budget: each operation is charged its requested cost before it runs, reported in
+/// `extensions.cost.budget`, and refused with 429 when the bucket is empty; one operation
+/// over the channel's maximum is `QUERY_TOO_COMPLEX` before any SQL.
+#[tokio::test]
+async fn cost_budgets_charge_report_and_refuse() {
+    let prefix = unique_prefix();
+    let app = spawn_app_with(move |config: &mut Config| {
+        config.limits.enabled = true;
+        let web = config
+            .limits
+            .channels
+            .get_mut("web")
+            .expect("web has a quota");
+        web.requests_per_second = 1000;
+        web.burst = 1000;
+        web.cost_bucket = 100;
+        web.cost_restore_per_second = 1;
+        web.max_cost_per_operation = 60;
+        if let Some(url) = test_redis_url() {
+            config.redis_url = Some(url);
+            config.limits.redis_key_prefix = prefix;
+        }
+    })
+    .await;
+    let client = e2e::Client::new(app.gateway.url());
+    // products (1) + 5 × (node 1 + 5 × variant 1) = 31 points.
+    let page = "{ products(first: 5) { nodes { variants { sku } } } }";
+    let first = client.query(page, json!({})).await;
+    let cost = &first.body["extensions"]["cost"];
+    assert_eq!(cost["requested"], 31, "{}", first.text);
+    assert_eq!(cost["budget"]["max"], 100);
+    assert_eq!(cost["budget"]["restoreRate"], 1);
+    let remaining = cost["budget"]["remaining"].as_u64().unwrap();
+    assert!((68..=70).contains(&remaining), "{remaining}");
+    let second = client.query(page, json!({})).await;
+    assert!(
+        second.body["extensions"]["cost"]["budget"]["remaining"]
+            .as_u64()
+            .unwrap()
+            < remaining
+    );
+    let third = client.query(page, json!({})).await;
+    assert!(third.body.get("data").is_some(), "{}", third.text);
+    let refused = client.query(page, json!({})).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.text
+    );
+    assert_eq!(refused.error_codes(), ["RATE_LIMITED"]);
+    // One operation over the channel's maximum (60) is refused outright, before any SQL.
+    let before = app.gateway.sql_statements();
+    let big = client
+        .query(
+            "{ products(first: 20) { nodes { variants { sku } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(big.error_codes(), ["QUERY_TOO_COMPLEX"], "{}", big.text);
+    assert_eq!(app.gateway.sql_statements(), before);
+    remove_keys(&app).await;
+    app.gateway.stop().await.unwrap();
+}

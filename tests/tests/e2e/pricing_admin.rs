@@ -3,15 +3,20 @@
 //! and nothing written; non-admins are refused before any SQL; a committed change publishes
 //! exactly one `PricesChanged` event and a failed one publishes none.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use e2e::{Client, TestApp, spawn_app};
+use chrono::{DateTime, Utc};
+use commerce_core::entities::{price_list, promotion};
+
+use e2e::{Client, StatusCode, TestApp, spawn_app};
 use gateway::bus::Event;
 use gateway::graphql::Viewer;
 use gateway::graphql::ids::{Kind, encode_id};
 use rust_decimal::Decimal;
-use sea_orm::{ConnectionTrait, Statement};
+use sea_orm::{ConnectionTrait, EntityTrait, Statement};
 use serde_json::{Value, json};
+use tokio::sync::Barrier;
 use tokio::sync::broadcast::Receiver;
 
 const PRICE: &str = "query($sku: String!, $q: Int) { variant(sku: $sku) { price(quantity: $q) { listUnitPrice unitPrice tier { minQuantity priceList scope } appliedRules { kind code } } } }";
@@ -659,6 +664,144 @@ async fn every_invalid_input_is_refused_with_its_field_and_nothing_written() {
             "input.endsAt",
         ),
     ];
+    // Codes are unique whatever their case, and spelled from letters, digits, `_`, `.`, `-`.
+    let mut cases = cases;
+    for code in [
+        "BASE-USD",
+        "Base-Usd",
+        "base-usd ",
+        " base-usd",
+        "base usd",
+        "-leading-dash",
+        ".hidden",
+        "tab\there",
+        "nul\u{0}code",
+        "caf\u{e9}",
+        &"x".repeat(65),
+    ] {
+        cases.push((
+            CREATE_LIST,
+            good_list(json!({ "code": code })),
+            "input.code",
+        ));
+    }
+    for code in ["winter-sale", "Winter-Sale", "WINTER-SALE\n", "FRESH FRESH"] {
+        cases.push((
+            CREATE_PROMOTION,
+            good_promotion(json!({ "code": code })),
+            "input.code",
+        ));
+    }
+    // Names refuse NUL, control characters and bidirectional overrides and isolates.
+    for name in [
+        "bell\u{7}",
+        "nul\u{0}name",
+        "line\nbreak",
+        "delete\u{7f}",
+        "c1\u{85}",
+        "evil\u{202e}txt.exe",
+        "embed\u{202a}",
+        "iso\u{2066}late",
+        "pop\u{2069}",
+    ] {
+        cases.push((
+            CREATE_LIST,
+            good_list(json!({ "name": name })),
+            "input.name",
+        ));
+        cases.push((
+            UPDATE_LIST,
+            json!({ "id": list_id, "input": { "name": name } }),
+            "input.name",
+        ));
+        cases.push((
+            CREATE_PROMOTION,
+            good_promotion(json!({ "name": name })),
+            "input.name",
+        ));
+    }
+    cases.extend([
+        (
+            CREATE_LIST,
+            good_list(json!({ "currency": "US\u{0}" })),
+            "input.currency",
+        ),
+        (
+            SET_ENTRIES,
+            entries(json!([ok_entry(1, "9"), { "sku": "A\u{0}B", "amount": "8" }])),
+            "entries[1].sku",
+        ),
+        (SET_RULE, rule(json!({ "sku": "A\u{0}B" })), "input.sku"),
+        (
+            REMOVE_ENTRY,
+            json!({ "list": list_id, "sku": "A\u{0}B", "min": 1 }),
+            "sku",
+        ),
+        (
+            REMOVE_RULE,
+            json!({ "list": list_id, "sku": "A\u{0}B" }),
+            "sku",
+        ),
+        // Quantity rules stay within what a shopper may ask for (1,000,000 units).
+        (
+            SET_RULE,
+            rule(json!({ "sku": sku, "increment": i32::MAX })),
+            "input.increment",
+        ),
+        (
+            SET_RULE,
+            rule(json!({ "sku": sku, "increment": 1_000_001 })),
+            "input.increment",
+        ),
+        (
+            SET_RULE,
+            rule(json!({ "sku": sku, "minQuantity": 1_000_001 })),
+            "input.minQuantity",
+        ),
+        (
+            SET_RULE,
+            rule(json!({ "sku": sku, "maxQuantity": 1_000_001 })),
+            "input.maxQuantity",
+        ),
+        (
+            SET_RULE,
+            rule(json!({ "sku": sku, "minQuantity": i32::MAX, "maxQuantity": i32::MAX })),
+            "input.minQuantity",
+        ),
+        // A window empty at microsecond precision (what PostgreSQL stores) is empty.
+        (
+            CREATE_LIST,
+            good_list(json!({
+                "validFrom": "2030-01-01T00:00:00.123456789Z",
+                "validUntil": "2030-01-01T00:00:00.1234569Z",
+            })),
+            "input.validUntil",
+        ),
+        (
+            UPDATE_LIST,
+            json!({ "id": list_id, "input": {
+                "validFrom": "2030-01-01T00:00:00.123456789Z",
+                "validUntil": "2030-01-01T00:00:00.1234569Z",
+            } }),
+            "input.validUntil",
+        ),
+        (
+            CREATE_PROMOTION,
+            good_promotion(json!({
+                "startsAt": "2030-01-01T00:00:00.123456789Z",
+                "endsAt": "2030-01-01T00:00:00.1234569Z",
+            })),
+            "input.endsAt",
+        ),
+        (
+            UPDATE_PROMOTION,
+            json!({ "id": percent_id, "input": {
+                "startsAt": "2030-01-01T00:00:00.123456789Z",
+                "endsAt": "2030-01-01T00:00:00.1234569Z",
+            } }),
+            "input.endsAt",
+        ),
+    ]);
 
     let mut events = app.gateway.state.bus.subscribe();
     for (query, variables, field) in cases {
@@ -684,42 +827,61 @@ async fn every_invalid_input_is_refused_with_its_field_and_nothing_written() {
         assert!(events.try_recv().is_err(), "an event after {variables}");
     }
 
-    // Unknown SKUs, lists and promotions are NOT_FOUND, naming what was missing.
+    // Unknown SKUs, lists and promotions are NOT_FOUND, naming what was missing (and, for an
+    // input value, its field).
     let counts = row_counts(&app).await;
-    for (query, variables, missing) in [
+    for (query, variables, missing, field) in [
         (
             SET_ENTRIES,
             entries(json!([ok_entry(1, "9"), { "sku": "NO-SUCH-SKU", "amount": "8" }])),
             "NO-SUCH-SKU",
+            "entries[1].sku",
         ),
         (
             SET_RULE,
             rule(json!({ "sku": "NO-SUCH-SKU" })),
             "NO-SUCH-SKU",
+            "input.sku",
+        ),
+        (
+            REMOVE_ENTRY,
+            json!({ "list": list_id, "sku": "NO-SUCH-SKU", "min": 1 }),
+            "NO-SUCH-SKU",
+            "sku",
+        ),
+        (
+            REMOVE_RULE,
+            json!({ "list": list_id, "sku": "NO-SUCH-SKU" }),
+            "NO-SUCH-SKU",
+            "sku",
         ),
         (
             REMOVE_RULE,
             json!({ "list": list_id, "sku": sku }),
             "quantity rule",
+            "",
         ),
         (
             REMOVE_ENTRY,
             json!({ "list": list_id, "sku": sku, "min": 1 }),
             "price entry",
+            "",
         ),
         (
             SET_ENTRIES,
             json!({ "list": encode_id(Kind::PriceList, 999_999).0, "entries": [ok_entry(1, "1")] }),
             "price list 999999",
+            "",
         ),
         (
             UPDATE_PROMOTION,
             json!({ "id": encode_id(Kind::Promotion, 999_999).0, "input": { "active": false } }),
             "promotion 999999",
+            "",
         ),
     ] {
         let body = run(&app, true, query, variables.clone()).await;
-        assert_eq!(error_of(&body).0, "NOT_FOUND", "{variables}: {body}");
+        assert_eq!(error_of(&body), ("NOT_FOUND", field), "{variables}: {body}");
         let message = body["errors"][0]["message"].as_str().unwrap();
         assert!(message.contains(missing), "{message}");
     }
@@ -872,5 +1034,523 @@ async fn a_committed_change_publishes_one_event_and_a_failed_one_none() {
         }
     );
     assert_no_event(&mut events, "the promotion's event").await;
+    app.gateway.stop().await.unwrap();
+}
+
+/// Runs every request as an admin at the same moment (each on its own task, released together
+/// by a barrier), and returns the responses in order.
+async fn admin_concurrently(app: &TestApp, requests: Vec<(&'static str, Value)>) -> Vec<Value> {
+    let barrier = Arc::new(Barrier::new(requests.len()));
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|(query, variables)| {
+            let state = app.gateway.state.clone();
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                let viewer = Viewer {
+                    admin: true,
+                    ..Viewer::default()
+                };
+                barrier.wait().await;
+                let response =
+                    gateway::transport::execute_as(&state, "web", viewer, query, variables).await;
+                serde_json::to_value(&response).unwrap()
+            })
+        })
+        .collect();
+    let mut bodies = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        bodies.push(task.await.unwrap());
+    }
+    bodies
+}
+
+/// `OK`, or the code and field of a response's one error.
+fn outcome(body: &Value) -> (String, String) {
+    if body.get("errors").is_none() {
+        return ("OK".to_owned(), String::new());
+    }
+    let (code, field) = error_of(body);
+    (code.to_owned(), field.to_owned())
+}
+
+/// How many responses had each outcome.
+fn tally(bodies: &[Value]) -> std::collections::BTreeMap<(String, String), usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for body in bodies {
+        *counts.entry(outcome(body)).or_default() += 1;
+    }
+    counts
+}
+
+fn ok_and_refused(ok: usize, refused: usize, field: &str) -> Vec<((String, String), usize)> {
+    vec![
+        (("BAD_USER_INPUT".to_owned(), field.to_owned()), refused),
+        (("OK".to_owned(), String::new()), ok),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_admin_writes_get_a_clear_error_never_internal() {
+    let app = spawn_app().await;
+    let (sku, variant_id) = plain_web_variant(&app).await;
+
+    // 20 creations of one code (in three spellings): one wins, 19 are told the code is taken.
+    // (SQLite once answered some with INTERNAL "database is locked"; PostgreSQL let two
+    // spellings of one code in.)
+    for (query, spellings, table) in [
+        (
+            CREATE_LIST,
+            ["rush-hour", "rush-hour", "rush-hour"],
+            "price_list",
+        ),
+        (
+            CREATE_LIST,
+            ["crowd-sale", "Crowd-Sale", "CROWD-SALE"],
+            "price_list",
+        ),
+        (CREATE_PROMOTION, ["RUSH", "rush", "Rush"], "promotion"),
+    ] {
+        let requests = (0..20)
+            .map(|i| {
+                let code = spellings[i % 3];
+                let input = if query == CREATE_LIST {
+                    json!({ "code": code, "name": format!("Rush {i}"), "currency": "USD" })
+                } else {
+                    json!({ "code": code, "name": format!("Rush {i}"), "discount": "PERCENT_OFF", "value": "1", "active": false })
+                };
+                (query, json!({ "input": input }))
+            })
+            .collect();
+        let bodies = admin_concurrently(&app, requests).await;
+        let counts: Vec<_> = tally(&bodies).into_iter().collect();
+        assert_eq!(counts, ok_and_refused(1, 19, "input.code"), "{bodies:?}");
+        let code = spellings[0].to_lowercase();
+        assert_eq!(
+            scalar(
+                &app,
+                &format!("SELECT COUNT(*) FROM {table} WHERE lower(code) = '{code}'")
+            )
+            .await,
+            1
+        );
+    }
+
+    // 20 writers of one new tier and one new quantity rule: each succeeds (last one wins) or
+    // is refused with a code; none is INTERNAL (PostgreSQL once failed them on the unique
+    // index of the tier).
+    let list_id = web_list(&app, "web-crowd").await;
+    let list_row = scalar(&app, "SELECT id FROM price_list WHERE code = 'web-crowd'").await;
+    let requests = (0..20)
+        .map(|i| {
+            (
+                SET_ENTRIES,
+                json!({ "list": list_id, "entries": [{ "sku": sku, "minQuantity": 5, "amount": format!("9.{i:02}") }] }),
+            )
+        })
+        .collect();
+    let bodies = admin_concurrently(&app, requests).await;
+    for body in &bodies {
+        let (code, field) = outcome(body);
+        assert!(
+            code == "OK" || (code == "BAD_USER_INPUT" && field == "entries[0].minQuantity"),
+            "{body}"
+        );
+    }
+    assert!(bodies.iter().any(|b| outcome(b).0 == "OK"), "{bodies:?}");
+    assert_eq!(
+        scalar(
+            &app,
+            &format!(
+                "SELECT COUNT(*) FROM price_list_entry WHERE price_list_id = {list_row} AND variant_id = {variant_id}"
+            )
+        )
+        .await,
+        1
+    );
+    let requests = (0..20)
+        .map(|i| {
+            (
+                SET_RULE,
+                json!({ "list": list_id, "input": { "sku": sku, "minQuantity": 1 + i, "increment": 1 } }),
+            )
+        })
+        .collect();
+    let bodies = admin_concurrently(&app, requests).await;
+    for body in &bodies {
+        let (code, field) = outcome(body);
+        assert!(
+            code == "OK" || (code == "BAD_USER_INPUT" && field == "input.sku"),
+            "{body}"
+        );
+    }
+    assert!(bodies.iter().any(|b| outcome(b).0 == "OK"), "{bodies:?}");
+    assert_eq!(
+        scalar(
+            &app,
+            &format!("SELECT COUNT(*) FROM quantity_rule WHERE price_list_id = {list_row}")
+        )
+        .await,
+        1
+    );
+    app.gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_tier_changes_never_store_rising_tiers() {
+    let app = spawn_app().await;
+    let (sku, variant_id) = plain_web_variant(&app).await;
+    // Each change alone is fine: 50 units at 9 under 1 unit at 10, or 1 unit at 8. Together
+    // they would make 50 units dearer than 1; both once passed the check against the tiers
+    // each had read, and both were stored.
+    for round in 0..15 {
+        let code = format!("web-race-{round}");
+        let list_id = web_list(&app, &code).await;
+        let list_row = scalar(
+            &app,
+            &format!("SELECT id FROM price_list WHERE code = '{code}'"),
+        )
+        .await;
+        admin_ok(
+            &app,
+            SET_ENTRIES,
+            json!({ "list": list_id, "entries": [{ "sku": sku, "minQuantity": 1, "amount": "10" }] }),
+        )
+        .await;
+        let bodies = admin_concurrently(
+            &app,
+            vec![
+                (
+                    SET_ENTRIES,
+                    json!({ "list": list_id, "entries": [{ "sku": sku, "minQuantity": 50, "amount": "9" }] }),
+                ),
+                (
+                    SET_ENTRIES,
+                    json!({ "list": list_id, "entries": [{ "sku": sku, "minQuantity": 1, "amount": "8" }] }),
+                ),
+            ],
+        )
+        .await;
+        // Whichever comes second sees the first's tier and is refused.
+        let counts: Vec<_> = tally(&bodies).into_iter().collect();
+        assert_eq!(
+            counts,
+            ok_and_refused(1, 1, "entries[0].amount"),
+            "round {round}: {bodies:?}"
+        );
+        let db = &app.gateway.state.db;
+        let rows = db
+            .query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                format!(
+                    "SELECT min_quantity, amount FROM price_list_entry
+                      WHERE price_list_id = {list_row} AND variant_id = {variant_id}
+                      ORDER BY min_quantity"
+                ),
+            ))
+            .await
+            .unwrap();
+        let tiers: Vec<(i32, i64)> = rows
+            .iter()
+            .map(|row| {
+                (
+                    row.try_get_by_index::<i32>(0).unwrap(),
+                    row.try_get_by_index::<i64>(1).unwrap(),
+                )
+            })
+            .collect();
+        assert!(
+            tiers.windows(2).all(|pair| pair[1].1 <= pair[0].1),
+            "round {round}: rising tiers stored: {tiers:?}"
+        );
+    }
+    app.gateway.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_extreme_quantity_rule_is_refused_and_never_fails_a_shopper() {
+    let app = spawn_app().await;
+    let (sku, variant_id) = plain_web_variant(&app).await;
+    let list_id = web_list(&app, "web-steps").await;
+    let list_row = scalar(&app, "SELECT id FROM price_list WHERE code = 'web-steps'").await;
+    admin_ok(
+        &app,
+        SET_ENTRIES,
+        json!({ "list": list_id, "entries": [{ "sku": sku, "amount": "5" }] }),
+    )
+    .await;
+    // An increment of i32::MAX was accepted, and then every off-grid quantity overflowed
+    // while looking for the nearest valid ones: a panic, HTTP 500 for anonymous shoppers.
+    let body = run(
+        &app,
+        true,
+        SET_RULE,
+        json!({ "list": list_id, "input": { "sku": sku, "increment": i32::MAX } }),
+    )
+    .await;
+    assert_eq!(
+        error_of(&body),
+        ("BAD_USER_INPUT", "input.increment"),
+        "{body}"
+    );
+    // The largest accepted rule.
+    admin_ok(
+        &app,
+        SET_RULE,
+        json!({ "list": list_id, "input": { "sku": sku, "minQuantity": 1_000_000, "maxQuantity": 1_000_000, "increment": 1_000_000 } }),
+    )
+    .await;
+    // A rule stored before the limits (or by hand) still never fails resolution.
+    let db = &app.gateway.state.db;
+    db.execute_unprepared(&format!(
+        "UPDATE quantity_rule SET min_quantity = 1, max_quantity = NULL, increment = {}
+          WHERE price_list_id = {list_row} AND variant_id = {variant_id}",
+        i32::MAX
+    ))
+    .await
+    .unwrap();
+    let client = Client::new(app.gateway.url());
+    for quantity in [2, 1_000_000] {
+        let reply = client
+            .query(PRICE, json!({ "sku": sku, "q": quantity }))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        assert_eq!(
+            reply.error_codes(),
+            ["QUANTITY_RULE_VIOLATION"],
+            "{}",
+            reply.text
+        );
+        let extensions = &reply.body["errors"][0]["extensions"];
+        assert_eq!(extensions["nearestBelow"], 1, "{}", reply.text);
+        assert_eq!(extensions.get("nearestAbove"), None, "{}", reply.text);
+    }
+    assert_eq!(
+        dec(&anonymous_price(&app, &sku, 1).await["listUnitPrice"]),
+        Decimal::new(5, 0)
+    );
+    app.gateway.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn windows_are_kept_to_whole_microseconds_on_every_database() {
+    let app = spawn_app().await;
+    let at = |text: &str| text.parse::<DateTime<Utc>>().unwrap();
+    // Nanoseconds are cut to microseconds before the check and before storing: the window
+    // below is one microsecond long, whatever the database.
+    let created = admin_ok(
+        &app,
+        CREATE_LIST,
+        json!({ "input": { "code": "micro", "name": "Micro", "currency": "USD",
+            "validFrom": "2030-01-01T00:00:00.123456789Z", "validUntil": "2030-01-01T00:00:00.1234579Z" } }),
+    )
+    .await;
+    let list = &created["createPriceList"];
+    assert_eq!(
+        at(list["validFrom"].as_str().unwrap()),
+        at("2030-01-01T00:00:00.123456Z")
+    );
+    assert_eq!(
+        at(list["validUntil"].as_str().unwrap()),
+        at("2030-01-01T00:00:00.123457Z")
+    );
+    let row = scalar(&app, "SELECT id FROM price_list WHERE code = 'micro'").await;
+    let stored = price_list::Entity::find_by_id(row)
+        .one(&app.gateway.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (stored.valid_from, stored.valid_until),
+        (
+            Some(at("2030-01-01T00:00:00.123456Z")),
+            Some(at("2030-01-01T00:00:00.123457Z"))
+        )
+    );
+    // Against the stored bound: until .1234569 is .123456, not after from.
+    let body = run(
+        &app,
+        true,
+        UPDATE_LIST,
+        json!({ "id": list["id"], "input": { "validUntil": "2030-01-01T00:00:00.1234569Z" } }),
+    )
+    .await;
+    assert_eq!(
+        error_of(&body),
+        ("BAD_USER_INPUT", "input.validUntil"),
+        "{body}"
+    );
+    let updated = admin_ok(
+        &app,
+        UPDATE_LIST,
+        json!({ "id": list["id"], "input": { "validUntil": "2030-01-01T00:00:01.9999999Z" } }),
+    )
+    .await;
+    assert_eq!(
+        at(updated["updatePriceList"]["validUntil"].as_str().unwrap()),
+        at("2030-01-01T00:00:01.999999Z")
+    );
+
+    let created = admin_ok(
+        &app,
+        CREATE_PROMOTION,
+        json!({ "input": { "code": "MICRO", "name": "Micro", "discount": "PERCENT_OFF", "value": "1",
+            "startsAt": "2030-01-01T00:00:00.000000999Z", "endsAt": "2030-01-01T00:00:00.000001Z" } }),
+    )
+    .await;
+    let row = scalar(&app, "SELECT id FROM promotion WHERE code = 'MICRO'").await;
+    let stored = promotion::Entity::find_by_id(row)
+        .one(&app.gateway.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.starts_at,
+        Some(at("2030-01-01T00:00:00Z")),
+        "{created}"
+    );
+    assert_eq!(stored.ends_at, Some(at("2030-01-01T00:00:00.000001Z")));
+    app.gateway.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn long_and_nul_inputs_are_refused_briefly_and_before_any_sql() {
+    let app = spawn_app().await;
+    let (sku, _) = plain_web_variant(&app).await;
+    let list_id = web_list(&app, "web-echo").await;
+    let long = "Z".repeat(10_000);
+    let entry = |sku: &str, min: i32| json!({ "sku": sku, "minQuantity": min, "amount": "1" });
+
+    // An unknown SKU names its entry, and the echo of a long input is cut short.
+    for (query, variables, code, field) in [
+        (
+            SET_ENTRIES,
+            json!({ "list": list_id, "entries": [entry(&sku, 1), entry(&sku, 2), entry(&sku, 3), entry(&long, 4)] }),
+            "NOT_FOUND",
+            "entries[3].sku",
+        ),
+        (
+            SET_RULE,
+            json!({ "list": list_id, "input": { "sku": long } }),
+            "NOT_FOUND",
+            "input.sku",
+        ),
+        (
+            REMOVE_ENTRY,
+            json!({ "list": list_id, "sku": long, "min": 1 }),
+            "NOT_FOUND",
+            "sku",
+        ),
+        (
+            REMOVE_RULE,
+            json!({ "list": list_id, "sku": long }),
+            "NOT_FOUND",
+            "sku",
+        ),
+        (
+            SET_ENTRIES,
+            json!({ "list": list_id, "entries": [entry(&long, 1), entry(&long, 1)] }),
+            "BAD_USER_INPUT",
+            "entries[1].minQuantity",
+        ),
+        (
+            CREATE_LIST,
+            json!({ "input": { "code": "echo", "name": "Echo", "currency": long } }),
+            "BAD_USER_INPUT",
+            "input.currency",
+        ),
+        (
+            CREATE_LIST,
+            json!({ "input": { "code": long, "name": "Echo", "currency": "USD" } }),
+            "BAD_USER_INPUT",
+            "input.code",
+        ),
+    ] {
+        let body = run(&app, true, query, variables).await;
+        assert_eq!(error_of(&body), (code, field), "{body:.300}");
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert!(message.chars().count() < 200, "{message}");
+        assert!(!message.contains(&"Z".repeat(65)), "{message}");
+        if code == "NOT_FOUND" || field.ends_with("minQuantity") {
+            assert!(message.contains(&"Z".repeat(40)), "{message}");
+            assert!(message.contains('…'), "{message}");
+        }
+    }
+
+    // NUL in any text input is refused before any SQL (PostgreSQL refused it with INTERNAL,
+    // SQLite stored it).
+    let nul = "A\u{0}B";
+    let mutations: Vec<(&str, Value, &str)> = vec![
+        (
+            CREATE_LIST,
+            json!({ "input": { "code": nul, "name": "N", "currency": "USD" } }),
+            "input.code",
+        ),
+        (
+            CREATE_LIST,
+            json!({ "input": { "code": "nul-name", "name": nul, "currency": "USD" } }),
+            "input.name",
+        ),
+        (
+            CREATE_LIST,
+            json!({ "input": { "code": "nul-currency", "name": "N", "currency": "U\u{0}D" } }),
+            "input.currency",
+        ),
+        (
+            UPDATE_LIST,
+            json!({ "id": list_id, "input": { "name": nul } }),
+            "input.name",
+        ),
+        (
+            SET_ENTRIES,
+            json!({ "list": list_id, "entries": [entry(&sku, 1), entry(nul, 2)] }),
+            "entries[1].sku",
+        ),
+        (
+            REMOVE_ENTRY,
+            json!({ "list": list_id, "sku": nul, "min": 1 }),
+            "sku",
+        ),
+        (
+            SET_RULE,
+            json!({ "list": list_id, "input": { "sku": nul } }),
+            "input.sku",
+        ),
+        (REMOVE_RULE, json!({ "list": list_id, "sku": nul }), "sku"),
+        (
+            CREATE_PROMOTION,
+            json!({ "input": { "code": nul, "name": "N", "discount": "PERCENT_OFF", "value": "1" } }),
+            "input.code",
+        ),
+        (
+            CREATE_PROMOTION,
+            json!({ "input": { "code": "NUL", "name": nul, "discount": "PERCENT_OFF", "value": "1" } }),
+            "input.name",
+        ),
+        (
+            CREATE_PROMOTION,
+            json!({ "input": { "code": "NUL", "name": "N", "discount": "AMOUNT_OFF", "value": "1", "currency": "\u{0}SD" } }),
+            "input.currency",
+        ),
+    ];
+    let state = price_state(&app).await;
+    let before = app.gateway.sql_statements();
+    run(&app, true, "{ __typename }", json!({})).await;
+    let baseline = app.gateway.sql_statements() - before;
+    for (query, variables, field) in mutations {
+        let before = app.gateway.sql_statements();
+        let body = run(&app, true, query, variables.clone()).await;
+        assert_eq!(
+            error_of(&body),
+            ("BAD_USER_INPUT", field),
+            "{variables}: {body}"
+        );
+        assert_eq!(
+            app.gateway.sql_statements() - before,
+            baseline,
+            "SQL ran for {variables}"
+        );
+    }
+    assert_eq!(price_state(&app).await, state);
     app.gateway.stop().await.unwrap();
 }
