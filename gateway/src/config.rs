@@ -20,6 +20,8 @@ pub struct Config {
     pub graphql: GraphqlConfig,
     /// Limits of the HTTP layer.
     pub http: HttpConfig,
+    /// Safelisted operations and automatic persisted queries.
+    pub persisted: crate::shaping::persisted::PersistedConfig,
     /// How tokens are checked and minted (the HS256 secret comes from `GATEWAY_JWT_SECRET`,
     /// never from this file).
     pub auth: crate::auth::AuthConfig,
@@ -86,6 +88,7 @@ impl Default for Config {
             graphql: GraphqlConfig::default(),
             http: HttpConfig::default(),
             auth: crate::auth::AuthConfig::default(),
+            persisted: crate::shaping::persisted::PersistedConfig::default(),
             jwt_secret: None,
             limits: crate::limits::LimitsConfig::default(),
             redis_url: None,

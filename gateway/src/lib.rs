@@ -5,6 +5,8 @@
 //! - [`config`]: typed configuration (file + env + flags)
 //! - [`connections`]: the accept loop: connection cap, header-read and idle timeouts
 //! - [`limits`]: rate limits and query-cost budgets per (channel, client), in process or Redis
+//! - [`metrics`]: Prometheus metrics at `/metrics`; the per-request scope (SQL statements,
+//!   DataLoader batches in the request's span)
 //! - [`server`]: routes, middleware, start-up
 //! - [`transport`]: GraphQL over HTTP to the letter of the spec
 //! - [`graphiql`]: the in-browser IDE, its assets embedded (no CDN)
@@ -19,6 +21,7 @@ pub mod connections;
 pub mod graphiql;
 pub mod graphql;
 pub mod limits;
+pub mod metrics;
 pub mod server;
 pub mod shaping;
 pub mod transport;

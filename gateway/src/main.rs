@@ -48,6 +48,13 @@ enum Command {
     },
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// List the safelisted operations (`operations/<channel>/*.graphql`) with the SHA-256 a
+    /// client sends as `extensions.persistedQuery.sha256Hash`.
+    Operations {
+        /// TOML configuration file (for `[persisted] operations_dir`).
+        #[arg(long, env = "GATEWAY_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Mint a token signed with GATEWAY_JWT_SECRET (for development and tests).
     Token {
         /// TOML configuration file (for `[auth]` issuer, audience and default lifetime).
@@ -238,6 +245,23 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             shutdown_signal().await;
             println!("shutting down");
             running.stop().await.context("stopping")?;
+        }
+        Command::Operations { config } => {
+            let config = load_config(config.as_deref())?;
+            let dir = &config.persisted.operations_dir;
+            let operations =
+                gateway::shaping::persisted::list_operations(dir).map_err(anyhow::Error::msg)?;
+            if operations.is_empty() {
+                println!("no operations under {}", dir.display());
+            }
+            for operation in operations {
+                println!(
+                    "{:<8} {}  {}",
+                    operation.channel,
+                    operation.sha256,
+                    operation.file.display()
+                );
+            }
         }
         Command::Token {
             config,

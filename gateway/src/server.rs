@@ -5,6 +5,7 @@
 //! - `GET /graphql/assets/{file}`: [`crate::graphiql`], GraphiQL's embedded assets
 //! - `GET /healthz`: the process is up
 //! - `GET /readyz`: the database answers
+//! - `GET /metrics`: [`crate::metrics`], Prometheus text (process-wide series)
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub struct AppState {
     /// Request-rate limits and query-cost budgets per (channel, client), in Redis in
     /// cluster mode.
     pub limits: Arc<crate::limits::Limits>,
+    /// Safelisted operations per channel and automatic persisted queries.
+    pub persisted: Arc<crate::shaping::persisted::PersistedOperations>,
 }
 
 /// Why the gateway could not start. Each message is one line that names what failed (with
@@ -84,6 +87,9 @@ pub enum StartError {
     /// `REDIS_URL` is set but Redis cannot be reached (its password redacted).
     #[error(transparent)]
     Redis(#[from] crate::limits::RedisConnectError),
+    /// The safelisted operations cannot be loaded.
+    #[error("persisted operations: {0}")]
+    Operations(String),
 }
 
 impl From<CoreError> for StartError {
@@ -126,6 +132,7 @@ pub async fn open_database(url: &str) -> Result<(DatabaseConnection, Arc<AtomicU
     let count = counter.clone();
     connection.set_metric_callback(move |info| {
         count.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::count_sql_statement();
         tracing::trace!(target: "gateway::sql", elapsed = ?info.elapsed, failed = info.failed, sql = %info.statement);
     });
     Migrator::up(&connection, None)
@@ -210,6 +217,7 @@ async fn bind(config: &Config) -> Result<TcpListener, StartError> {
 
 /// The routes and middleware over a state.
 pub fn router(state: AppState, config: &Config) -> Router {
+    crate::metrics::install();
     Router::new()
         .route(
             "/graphql",
@@ -218,6 +226,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .route("/graphql/assets/{file}", get(crate::graphiql::asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::render))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.http.max_body_bytes))
         .layer(middleware::from_fn_with_state(
@@ -230,6 +239,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
         ))
         .layer(CatchPanicLayer::custom(|_| internal_error()))
         .layer(middleware::map_response(coded_empty_errors))
+        .layer(middleware::from_fn(crate::metrics::track))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             let request_id = request
                 .headers()
@@ -411,6 +421,11 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
         ),
         None => crate::limits::Limits::in_process(&config.limits),
     };
+    let persisted = crate::shaping::persisted::PersistedOperations::load(
+        &config.persisted,
+        rate_limits.redis().cloned(),
+    )
+    .map_err(StartError::Operations)?;
     let (db, sql_statements) = open_database(&config.database_url).await?;
     let demo_mode = demo;
     let demo = if demo {
@@ -427,6 +442,7 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
         auth: Arc::new(auth),
         introspection_for_all: demo_mode,
         limits: Arc::new(rate_limits),
+        persisted: Arc::new(persisted),
     };
     let app = router(state.clone(), &config);
     let limits = crate::connections::Limits::from_config(&config.http);

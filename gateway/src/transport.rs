@@ -30,6 +30,7 @@ use crate::limits::{Budget, ClientIp, ClientKey, Limited};
 use crate::server::AppState;
 use crate::shaping::analysis::{self, OperationSize, SizeLimits};
 use crate::shaping::input;
+use crate::shaping::persisted::{self, PersistedError};
 
 /// The GraphQL-over-HTTP response media type.
 pub const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -115,6 +116,7 @@ pub(crate) fn request_error(
     code: &str,
     message: &str,
 ) -> Response {
+    crate::metrics::error_code(code);
     with_media(status, media, error_body(code, message))
 }
 
@@ -132,9 +134,11 @@ fn with_media(status: StatusCode, media: ResponseMedia, body: String) -> Respons
 
 /// A GraphQL request as it arrives over HTTP, before execution.
 struct GraphqlParams {
-    query: String,
+    /// Absent when the request names a persisted operation by its hash.
+    query: Option<String>,
     variables: Option<serde_json::Value>,
     operation_name: Option<String>,
+    extensions: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -199,7 +203,9 @@ pub async fn graphql_get(
 ) -> Response {
     let accept = header_str(&headers, header::ACCEPT);
     let wants_html = accept.is_some_and(|a| a.contains("text/html"));
-    let has_query = params.as_ref().is_ok_and(|p| p.query.is_some());
+    let has_query = params
+        .as_ref()
+        .is_ok_and(|p| p.query.is_some() || p.extensions.is_some());
     if wants_html && !has_query {
         return graphiql();
     }
@@ -217,14 +223,14 @@ pub async fn graphql_get(
             );
         }
     };
-    let Some(query) = params.query else {
+    if params.query.is_none() && params.extensions.is_none() {
         return request_error(
             StatusCode::BAD_REQUEST,
             media,
             code::BAD_REQUEST,
             "missing the `query` parameter",
         );
-    };
+    }
     let variables = match params
         .variables
         .as_deref()
@@ -241,29 +247,52 @@ pub async fn graphql_get(
             );
         }
     };
-    if let Some(extensions) = params.extensions.as_deref()
-        && !matches!(
-            serde_json::from_str(extensions),
-            Ok(serde_json::Value::Object(_))
-        )
+    let extensions = match params
+        .extensions
+        .as_deref()
+        .map(serde_json::from_str::<serde_json::Value>)
     {
-        return request_error(
-            StatusCode::BAD_REQUEST,
-            media,
-            code::BAD_REQUEST,
-            "`extensions` must be a JSON object",
-        );
-    }
+        None => None,
+        Some(Ok(value @ serde_json::Value::Object(_))) => Some(value),
+        Some(_) => {
+            return request_error(
+                StatusCode::BAD_REQUEST,
+                media,
+                code::BAD_REQUEST,
+                "`extensions` must be a JSON object",
+            );
+        }
+    };
     let params = GraphqlParams {
-        query,
+        query: params.query,
         variables,
         operation_name: params.operation_name,
+        extensions,
     };
     execute(&state, &headers, client_ip, params, Method::Get, media).await
 }
 
+/// A persisted-operation refusal: a request error with its code.
+fn persisted_refusal(media: ResponseMedia, err: &PersistedError) -> Response {
+    let code = match err {
+        PersistedError::NotFound => code::PERSISTED_QUERY_NOT_FOUND,
+        PersistedError::NotAllowed { .. } => code::PERSISTED_QUERY_NOT_ALLOWED,
+        PersistedError::BadRequest(_) => code::BAD_REQUEST,
+    };
+    let status = match err {
+        PersistedError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        _ => media.request_error_status(),
+    };
+    request_error(status, media, code, &err.to_string())
+}
+
 /// 429 with `Retry-After` (whole seconds, at least 1) and `RATE_LIMITED`.
-fn rate_limited(media: ResponseMedia, limited: &Limited) -> Response {
+fn rate_limited(
+    media: ResponseMedia,
+    limited: &Limited,
+    kind: crate::metrics::LimitKind,
+) -> Response {
+    crate::metrics::rate_limited(kind);
     let mut response = request_error(
         StatusCode::TOO_MANY_REQUESTS,
         media,
@@ -316,9 +345,9 @@ fn parse_post_body(body: &[u8]) -> Result<GraphqlParams, String> {
         return Err("the request body must be a JSON object".into());
     };
     let query = match object.remove("query") {
-        Some(serde_json::Value::String(query)) => query,
+        Some(serde_json::Value::String(query)) => Some(query),
         Some(_) => return Err("`query` must be a string".into()),
-        None => return Err("the request body has no `query`".into()),
+        None => None,
     };
     let variables = match object.remove("variables") {
         None | Some(serde_json::Value::Null) => None,
@@ -330,14 +359,22 @@ fn parse_post_body(body: &[u8]) -> Result<GraphqlParams, String> {
         Some(serde_json::Value::String(name)) => Some(name),
         Some(_) => return Err("`operationName` must be a string or null".into()),
     };
-    match object.remove("extensions") {
-        None | Some(serde_json::Value::Null | serde_json::Value::Object(_)) => {}
+    let extensions = match object.remove("extensions") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(value @ serde_json::Value::Object(_)) => Some(value),
         Some(_) => return Err("`extensions` must be an object or null".into()),
+    };
+    let persisted = extensions
+        .as_ref()
+        .is_some_and(|e| e.get("persistedQuery").is_some());
+    if query.is_none() && !persisted {
+        return Err("the request body has no `query`".into());
     }
     Ok(GraphqlParams {
         query,
         variables,
         operation_name,
+        extensions,
     })
 }
 
@@ -537,10 +574,41 @@ async fn execute(
     method: Method,
     media: ResponseMedia,
 ) -> Response {
+    // Who asks, and on which channel: no SQL yet.
+    let (channel_code, claims) = match authenticate(state, headers) {
+        Ok(authenticated) => authenticated,
+        Err(refusal) => return refusal.into_response(media),
+    };
+    crate::metrics::claimed_channel(&channel_code);
+    // The document: the request's text, or a persisted operation named by its hash; on
+    // persisted-only channels, safelisted operations only (admins excepted).
+    let persisted = match params
+        .extensions
+        .as_ref()
+        .map(persisted::parse_extension)
+        .transpose()
+    {
+        Ok(found) => found.flatten(),
+        Err(err) => return persisted_refusal(media, &err),
+    };
+    let unrestricted = claims.as_ref().is_some_and(|c| c.role == Role::Admin);
+    let query = match state
+        .persisted
+        .resolve(
+            &channel_code,
+            params.query,
+            persisted.as_ref(),
+            unrestricted,
+        )
+        .await
+    {
+        Ok(query) => query,
+        Err(err) => return persisted_refusal(media, &err),
+    };
     // Parse once, before any database work: syntax errors and missing variables are request
     // errors, and GET must know the operation type. The executor gets a copy of the parsed
     // document; this one completes the response afterwards.
-    if input::nesting_exceeds(&params.query, input::MAX_NESTING) {
+    if input::nesting_exceeds(&query, input::MAX_NESTING) {
         return request_error(
             media.request_error_status(),
             media,
@@ -551,7 +619,7 @@ async fn execute(
             ),
         );
     }
-    let document = match async_graphql::parser::parse_query(&params.query) {
+    let document = match async_graphql::parser::parse_query(&query) {
         Ok(document) => document,
         Err(err) => {
             let mut err = ServerError::from(err);
@@ -566,6 +634,9 @@ async fn execute(
         .map(Variables::from_json)
         .unwrap_or_default();
     let operation = selected_operation(&document.operations, params.operation_name.as_deref());
+    if let Some(operation) = operation {
+        crate::metrics::operation_type(operation.node.ty);
+    }
     if let Some(message) = operation.and_then(|op| missing_variable(op, &variables)) {
         return request_error(
             media.request_error_status(),
@@ -581,6 +652,7 @@ async fn execute(
                 "message": format!("invalid {field}: text may not contain NUL characters"),
                 "extensions": { "code": code::BAD_USER_INPUT, "field": field },
             }] });
+            crate::metrics::error_code(code::BAD_USER_INPUT);
             return with_media(media.request_error_status(), media, body.to_string());
         }
     }
@@ -601,11 +673,6 @@ async fn execute(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    // Who asks, and on which channel: no SQL yet.
-    let (channel_code, claims) = match authenticate(state, headers) {
-        Ok(authenticated) => authenticated,
-        Err(refusal) => return refusal.into_response(media),
-    };
     // The operation's size as it would execute, before validation and before any SQL; the
     // cost also within the channel's maximum per operation.
     let mut limits = size_limits(&state.graphql_config);
@@ -645,6 +712,7 @@ async fn execute(
         Ok(resolved) => resolved,
         Err(refusal) => return refusal.into_response(media),
     };
+    crate::metrics::resolved_channel(&policy.channel.code);
     // The schema is documentation for admins (and everyone in demo mode), not for scrapers.
     if !state.introspection_for_all
         && !viewer.admin
@@ -661,7 +729,7 @@ async fn execute(
         .check_request(&policy.channel.code, &client)
         .await
     {
-        return rate_limited(media, &limited);
+        return rate_limited(media, &limited, crate::metrics::LimitKind::Rate);
     }
     // The cost budget is charged the requested cost before the operation runs.
     let budget = match size {
@@ -670,12 +738,17 @@ async fn execute(
             .charge_cost(&policy.channel.code, &client, size.cost)
             .await
         {
-            Ok(budget) => Some(budget),
-            Err(limited) => return rate_limited(media, &limited),
+            Ok(budget) => {
+                crate::metrics::cost_charged(size.cost);
+                Some(budget)
+            }
+            Err(limited) => {
+                return rate_limited(media, &limited, crate::metrics::LimitKind::Cost);
+            }
         },
         None => None,
     };
-    let mut request = async_graphql::Request::new(params.query).variables(variables);
+    let mut request = async_graphql::Request::new(query).variables(variables);
     if let Some(name) = &params.operation_name {
         request = request.operation_name(name.clone());
     }
@@ -852,6 +925,7 @@ fn render(mut response: async_graphql::Response, media: ResponseMedia) -> Respon
             extensions.set("code", fallback);
         }
     }
+    crate::metrics::graphql_errors(&response.errors);
     let body = ResponseBody {
         data: (!request_failed).then_some(&response.data),
         errors: &response.errors,

@@ -349,6 +349,10 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         ..Config::default()
     };
     config.limits.enabled = false;
+    // Most tests send raw documents on every channel; the persisted-operation tests turn
+    // the safelist on (with the repository's operations folder).
+    config.persisted.persisted_only_channels = Vec::new();
+    config.persisted.operations_dir = operations_dir();
     configure(&mut config);
     let gateway = gateway::start(config, true)
         .await
@@ -359,6 +363,11 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         client: reqwest::Client::new(),
         database,
     }
+}
+
+/// The repository's `operations/` folder (safelisted operations per channel).
+pub fn operations_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../operations")
 }
 
 /// Where the shared demo gateway listens, and its database.

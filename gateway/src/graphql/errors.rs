@@ -14,6 +14,8 @@ pub mod code {
     pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
     pub const NOT_ACCEPTABLE: &str = "NOT_ACCEPTABLE";
     pub const NOT_FOUND: &str = "NOT_FOUND";
+    pub const PERSISTED_QUERY_NOT_ALLOWED: &str = "PERSISTED_QUERY_NOT_ALLOWED";
+    pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
     pub const QUANTITY_RULE_VIOLATION: &str = "QUANTITY_RULE_VIOLATION";
     pub const QUERY_TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
     pub const RATE_LIMITED: &str = "RATE_LIMITED";

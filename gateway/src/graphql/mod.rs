@@ -119,9 +119,15 @@ impl RequestContext {
 }
 
 /// A per-request loader with a cache, so the connection resolver can prime it
-/// ([`catalog::prime_page_loaders`]) and repeated keys load once.
+/// ([`catalog::prime_page_loaders`]) and repeated keys load once. Its batches run in tasks of
+/// their own inside the request's scope and span ([`crate::metrics::spawn_in_request`]): their
+/// SQL statements count for the request, and their logs carry its request id.
 fn loader<T>(inner: T) -> DataLoader<T, HashMapCache> {
-    DataLoader::with_cache(inner, tokio::spawn, HashMapCache::default())
+    DataLoader::with_cache(
+        inner,
+        crate::metrics::spawn_in_request,
+        HashMapCache::default(),
+    )
 }
 
 /// A request's loader of `T`.

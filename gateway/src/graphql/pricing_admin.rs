@@ -7,11 +7,18 @@
 //! [`Event::PricesChanged`] published on the request's bus; a failed mutation publishes
 //! nothing. Over HTTP no viewer is an admin until JWT viewers land (the gateway-edge issue):
 //! for now these mutations are reachable in process only (`transport::execute_as`).
+//!
+//! Errors: invalid input, and a concurrent change that got there first (a code taken in the
+//! meantime, a tier written by another call at the same moment), are `BAD_USER_INPUT` with
+//! `extensions.field` naming the input; an unknown list or promotion is `NOT_FOUND`, and so
+//! is an unknown SKU, which names its field too (`entries[3].sku`). Messages quote at most 64
+//! characters of any input value.
 
 use async_graphql::{
     Context, Enum, ErrorExtensions, ID, InputObject, MaybeUndefined, Object, Result,
 };
 use chrono::{DateTime, Utc};
+use commerce_core::CoreError;
 use commerce_core::entities::{price_list, price_list_entry, promotion, quantity_rule};
 use commerce_core::pricing::admin::{
     self, DiscountKind as CoreDiscountKind, NewPriceList, NewPromotion, PriceChange,
@@ -25,6 +32,9 @@ use super::ids::{Kind, decode_id, encode_id};
 use super::pricing::{Money, PriceListScope};
 use super::{RequestContext, request_context};
 use crate::bus::Event;
+
+// A quantity rule never asks for more units than a shopper may price.
+const _: () = assert!(admin::MAX_RULE_QUANTITY == super::pricing::MAX_QUANTITY);
 
 /// The admin mutations over prices and promotions.
 #[derive(Default)]
@@ -40,6 +50,19 @@ fn admin<'a>(ctx: &Context<'a>) -> Result<&'a RequestContext> {
         .extend());
     }
     Ok(context)
+}
+
+/// A core result as a GraphQL one with its code, like [`ApiResultExt::api`]; a `NOT_FOUND`
+/// for an input value that names nothing (an unknown SKU) carries `extensions.field` too.
+fn admin_api<T>(result: Result<T, CoreError>) -> Result<T> {
+    result.map_err(|err| {
+        let field = admin::not_found_field(&err).map(str::to_owned);
+        let error = ApiError::from(err).extend();
+        match field {
+            Some(field) => error.extend_with(|_, ext| ext.set("field", field)),
+            None => error,
+        }
+    })
 }
 
 /// Announces a committed change.
@@ -375,7 +398,7 @@ impl PricingMutation {
             valid_until: input.valid_until,
             active: input.active,
         };
-        let (list, change) = admin::create_price_list(&context.db, new).await.api()?;
+        let (list, change) = admin_api(admin::create_price_list(&context.db, new).await)?;
         publish(context, change);
         Ok(PriceList(list))
     }
@@ -396,9 +419,8 @@ impl PricingMutation {
             valid_until: change_of(input.valid_until),
             active: input.active,
         };
-        let (list, change) = admin::update_price_list(&context.db, list_id, changes)
-            .await
-            .api()?;
+        let (list, change) =
+            admin_api(admin::update_price_list(&context.db, list_id, changes).await)?;
         publish(context, change);
         Ok(PriceList(list))
     }
@@ -423,9 +445,8 @@ impl PricingMutation {
             })
             .collect();
         let skus: Vec<String> = entries.iter().map(|e| e.sku.clone()).collect();
-        let (saved, change) = admin::set_price_entries(&context.db, list_id, entries)
-            .await
-            .api()?;
+        let (saved, change) =
+            admin_api(admin::set_price_entries(&context.db, list_id, entries).await)?;
         publish(context, change);
         Ok(saved
             .into_iter()
@@ -444,9 +465,8 @@ impl PricingMutation {
     ) -> Result<PriceListEntry> {
         let context = admin(ctx)?;
         let list_id = decode_id(Kind::PriceList, &price_list, "priceList").api()?;
-        let (entry, change) = admin::remove_price_entry(&context.db, list_id, &sku, min_quantity)
-            .await
-            .api()?;
+        let (entry, change) =
+            admin_api(admin::remove_price_entry(&context.db, list_id, &sku, min_quantity).await)?;
         publish(context, change);
         Ok(PriceListEntry { entry, sku })
     }
@@ -467,9 +487,7 @@ impl PricingMutation {
             max_quantity: input.max_quantity,
             increment: input.increment,
         };
-        let (rule, change) = admin::set_quantity_rule(&context.db, list_id, rule)
-            .await
-            .api()?;
+        let (rule, change) = admin_api(admin::set_quantity_rule(&context.db, list_id, rule).await)?;
         publish(context, change);
         Ok(PriceListQuantityRule { rule, sku })
     }
@@ -483,9 +501,8 @@ impl PricingMutation {
     ) -> Result<PriceListQuantityRule> {
         let context = admin(ctx)?;
         let list_id = decode_id(Kind::PriceList, &price_list, "priceList").api()?;
-        let (rule, change) = admin::remove_quantity_rule(&context.db, list_id, &sku)
-            .await
-            .api()?;
+        let (rule, change) =
+            admin_api(admin::remove_quantity_rule(&context.db, list_id, &sku).await)?;
         publish(context, change);
         Ok(PriceListQuantityRule { rule, sku })
     }
@@ -538,7 +555,7 @@ impl PricingMutation {
             priority: input.priority,
             active: input.active,
         };
-        let (promotion, change) = admin::create_promotion(&context.db, new).await.api()?;
+        let (promotion, change) = admin_api(admin::create_promotion(&context.db, new).await)?;
         publish(context, change);
         Ok(Promotion(promotion))
     }
@@ -559,9 +576,8 @@ impl PricingMutation {
             priority: input.priority,
             value: input.value.map(|value| value.0),
         };
-        let (promotion, change) = admin::update_promotion(&context.db, promotion_id, changes)
-            .await
-            .api()?;
+        let (promotion, change) =
+            admin_api(admin::update_promotion(&context.db, promotion_id, changes).await)?;
         publish(context, change);
         Ok(Promotion(promotion))
     }

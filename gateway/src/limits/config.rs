@@ -8,9 +8,9 @@
 //! [limits.channels.web]               # names only the keys it changes; the rest keep web's defaults
 //! requests_per_second = 10
 //! burst = 30
-//! cost_bucket = 1000
-//! cost_restore_per_second = 50
-//! max_cost_per_operation = 1000
+//! cost_bucket = 20000
+//! cost_restore_per_second = 1000
+//! max_cost_per_operation = 5000
 //!
 //! [limits.default]                    # channels without an entry of their own
 //! requests_per_second = 5
@@ -76,9 +76,9 @@ impl Default for ChannelQuota {
         Self {
             requests_per_second: 5,
             burst: 10,
-            cost_bucket: 1000,
-            cost_restore_per_second: 50,
-            max_cost_per_operation: 1000,
+            cost_bucket: 10_000,
+            cost_restore_per_second: 500,
+            max_cost_per_operation: 2_500,
         }
     }
 }
@@ -87,7 +87,9 @@ impl Default for ChannelQuota {
 ///
 /// - `web` and `mobile`: one shopper (or, anonymous, one IP address, so a household or office
 ///   behind one address) loading pages; a page fires a handful of queries at once, hence the
-///   burst. Shopify's storefront budget: 1,000 points, restoring 50 per second.
+///   burst. Shopify prices per app at 1,000 points restoring 50/s; a storefront page here costs
+///   about 400 (20 products with variants, prices and availability; lists estimated at 5), so
+///   a shopper gets 50 pages at once and 2–3 pages per second after that.
 /// - `pos`: store terminals, busy at checkout and often several behind a store's address;
 ///   generous in both rate and cost.
 /// - `b2b`: buyer portals send fewer but larger operations (quotes of up to 100 lines, big
@@ -101,10 +103,10 @@ pub fn default_channels() -> BTreeMap<String, ChannelQuota> {
         max_cost_per_operation: max,
     };
     BTreeMap::from([
-        ("web".to_owned(), quota(10, 30, 1000, 50, 1000)),
-        ("mobile".to_owned(), quota(10, 30, 1000, 50, 1000)),
-        ("pos".to_owned(), quota(50, 100, 4000, 200, 2000)),
-        ("b2b".to_owned(), quota(20, 40, 10_000, 200, 5000)),
+        ("web".to_owned(), quota(10, 30, 20_000, 1_000, 5_000)),
+        ("mobile".to_owned(), quota(10, 30, 20_000, 1_000, 5_000)),
+        ("pos".to_owned(), quota(50, 100, 20_000, 1_000, 5_000)),
+        ("b2b".to_owned(), quota(20, 40, 50_000, 2_000, 5_000)),
     ])
 }
 
@@ -237,13 +239,11 @@ mod tests {
         for code in ["web", "mobile", "pos", "b2b"] {
             assert!(limits.channels.contains_key(code), "{code}");
         }
-        assert_eq!(limits.quota("web").cost_bucket, 1000);
-        assert_eq!(limits.quota("web").cost_restore_per_second, 50);
+        assert_eq!(limits.quota("web").cost_bucket, 20_000);
+        assert_eq!(limits.quota("web").cost_restore_per_second, 1_000);
         assert_eq!(limits.quota("kiosk"), &limits.default);
         assert!(limits.quota("pos").requests_per_second > limits.quota("web").requests_per_second);
-        assert!(
-            limits.quota("b2b").max_cost_per_operation > limits.quota("web").max_cost_per_operation
-        );
+        assert!(limits.quota("b2b").cost_bucket > limits.quota("web").cost_bucket);
     }
 
     #[test]
@@ -285,7 +285,7 @@ mod tests {
         let message = limits.validate().unwrap_err().to_string();
         assert!(message.contains("`limits.channels.web.burst`"), "{message}");
         let mut limits = LimitsConfig::default();
-        limits.default.max_cost_per_operation = 2000;
+        limits.default.max_cost_per_operation = limits.default.cost_bucket + 1;
         let message = limits.validate().unwrap_err().to_string();
         assert!(
             message.contains("`limits.default.max_cost_per_operation`"),

@@ -534,7 +534,7 @@ mod tests {
         );
         assert!(limits.charge_cost("web", &client, 1001).await.is_err());
         assert_eq!(limits.max_cost_per_operation("web"), 1000);
-        assert_eq!(limits.max_cost_per_operation("pos"), 2000);
+        assert_eq!(limits.max_cost_per_operation("pos"), 5000);
     }
 
     #[tokio::test]

@@ -243,6 +243,27 @@ impl RedisStore {
         Ok(Err((wait, available)))
     }
 
+    /// The query text stored for an automatic persisted query's hash.
+    pub async fn apq_get(&self, hash: &str) -> Result<Option<String>, RedisError> {
+        let mut connection = self.connection.clone();
+        redis::cmd("GET")
+            .arg(format!("{}apq:{hash}", self.prefix))
+            .query_async(&mut connection)
+            .await
+    }
+
+    /// Stores an automatic persisted query for `ttl_secs`, shared by every instance.
+    pub async fn apq_set(&self, hash: &str, query: &str, ttl_secs: u64) -> Result<(), RedisError> {
+        let mut connection = self.connection.clone();
+        redis::cmd("SET")
+            .arg(format!("{}apq:{hash}", self.prefix))
+            .arg(query)
+            .arg("EX")
+            .arg(ttl_secs.max(1))
+            .query_async(&mut connection)
+            .await
+    }
+
     /// Deletes every key under this store's prefix (tests clean up with it; also a way to
     /// reset all limits). Returns how many were deleted.
     pub async fn remove_all_keys(&self) -> Result<u64, RedisError> {

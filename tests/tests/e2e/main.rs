@@ -9,6 +9,8 @@ mod demo_data;
 mod graphiql;
 mod lifecycle;
 mod limits;
+mod metrics;
+mod persisted;
 mod pricing;
 mod pricing_admin;
 mod schema;

@@ -1091,10 +1091,8 @@ fn ok_and_refused(ok: usize, refused: usize, field: &str) -> Vec<((String, Strin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_admin_writes_get_a_clear_error_never_internal() {
+async fn concurrent_creations_of_one_code_get_one_success_and_a_clear_error() {
     let app = spawn_app().await;
-    let (sku, variant_id) = plain_web_variant(&app).await;
-
     // 20 creations of one code (in three spellings): one wins, 19 are told the code is taken.
     // (SQLite once answered some with INTERNAL "database is locked"; PostgreSQL let two
     // spellings of one code in.)
@@ -1136,9 +1134,16 @@ async fn concurrent_admin_writes_get_a_clear_error_never_internal() {
         );
     }
 
+    app.gateway.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_of_one_tier_or_rule_all_succeed_or_get_a_code() {
+    let app = spawn_app().await;
+    let (sku, variant_id) = plain_web_variant(&app).await;
     // 20 writers of one new tier and one new quantity rule: each succeeds (last one wins) or
     // is refused with a code; none is INTERNAL (PostgreSQL once failed them on the unique
-    // index of the tier).
+    // index of the tier, SQLite with "database is locked").
     let list_id = web_list(&app, "web-crowd").await;
     let list_row = scalar(&app, "SELECT id FROM price_list WHERE code = 'web-crowd'").await;
     let requests = (0..20)
