@@ -134,13 +134,15 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
 }
 
 /// Dev tokens `serve --demo` prints: one per channel and role, for demo customers and stores.
-const DEMO_TOKENS: [(&str, Role, Option<&str>, Option<&str>); 6] = [
+const DEMO_TOKENS: [(&str, Role, Option<&str>, Option<&str>); 7] = [
     ("web", Role::Shopper, Some("shopper@example.com"), None),
     ("mobile", Role::Shopper, Some("vip@example.com"), None),
     ("pos", Role::PosClerk, None, Some("STORE-DOWNTOWN")),
     ("b2b", Role::B2bBuyer, Some("buyer@acme.example"), None),
     ("b2b", Role::B2bBuyer, Some("buyer@globex.example"), None),
     ("web", Role::Admin, None, None),
+    // Admins may run any document, so this one explores the persisted-only POS channel.
+    ("pos", Role::Admin, None, None),
 ];
 
 fn print_demo_tokens(running: &gateway::RunningGateway) -> anyhow::Result<()> {
