@@ -56,6 +56,42 @@ pub struct GraphqlConfig {
     /// Highest estimated cost of one operation (objects cost 1; connections multiply by
     /// `first`, other lists by 5). Over it: `QUERY_TOO_COMPLEX`, before any SQL.
     pub max_cost: u64,
+    /// Per-channel overrides (`[graphql.channels.mobile] max_depth = 8`): each names only the
+    /// limits it changes; the others keep the values above.
+    pub channels: std::collections::BTreeMap<String, ChannelShaping>,
+}
+
+/// `[graphql.channels.<code>]`: a channel's own operation limits.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelShaping {
+    pub default_page_size: Option<u64>,
+    pub max_page_size: Option<u64>,
+    pub max_depth: Option<usize>,
+    pub max_selections: Option<u64>,
+    pub max_aliases: Option<u64>,
+    pub max_root_fields: Option<u64>,
+    pub max_cost: Option<u64>,
+}
+
+impl GraphqlConfig {
+    /// The limits of one channel: the global ones with the channel's overrides applied.
+    pub fn for_channel(&self, channel: &str) -> GraphqlConfig {
+        let mut config = GraphqlConfig {
+            channels: Default::default(),
+            ..self.clone()
+        };
+        if let Some(o) = self.channels.get(channel) {
+            config.default_page_size = o.default_page_size.unwrap_or(config.default_page_size);
+            config.max_page_size = o.max_page_size.unwrap_or(config.max_page_size);
+            config.max_depth = o.max_depth.unwrap_or(config.max_depth);
+            config.max_selections = o.max_selections.unwrap_or(config.max_selections);
+            config.max_aliases = o.max_aliases.unwrap_or(config.max_aliases);
+            config.max_root_fields = o.max_root_fields.unwrap_or(config.max_root_fields);
+            config.max_cost = o.max_cost.unwrap_or(config.max_cost);
+        }
+        config
+    }
 }
 
 /// `[http]`: transport limits.
@@ -106,6 +142,7 @@ impl Default for GraphqlConfig {
             max_aliases: 30,
             max_root_fields: 20,
             max_cost: 5_000,
+            channels: Default::default(),
         }
     }
 }
@@ -229,36 +266,15 @@ impl Config {
             });
         }
         self.limits.validate()?;
-        let g = &self.graphql;
-        if g.max_page_size == 0 || g.max_page_size > 1000 {
-            return Err(ConfigError::Invalid {
-                key: "graphql.max_page_size",
-                reason: "must be 1..=1000".into(),
-            });
-        }
-        if g.default_page_size == 0 || g.default_page_size > g.max_page_size {
-            return Err(ConfigError::Invalid {
-                key: "graphql.default_page_size",
-                reason: format!("must be 1..={} (graphql.max_page_size)", g.max_page_size),
-            });
-        }
-        for (key, value) in [
-            ("graphql.max_selections", g.max_selections),
-            ("graphql.max_root_fields", g.max_root_fields),
-            ("graphql.max_cost", g.max_cost),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::Invalid {
+        check_graphql(&self.graphql)?;
+        for code in self.graphql.channels.keys() {
+            check_graphql(&self.graphql.for_channel(code)).map_err(|err| match err {
+                ConfigError::Invalid { key, reason } => ConfigError::Invalid {
                     key,
-                    reason: "must be at least 1".into(),
-                });
-            }
-        }
-        if g.max_depth < 3 {
-            return Err(ConfigError::Invalid {
-                key: "graphql.max_depth",
-                reason: "must be at least 3".into(),
-            });
+                    reason: format!("{reason} (as set for [graphql.channels.{code}])"),
+                },
+                other => other,
+            })?;
         }
         if self.http.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid {
@@ -296,8 +312,63 @@ impl Config {
     }
 }
 
+/// The rules every `[graphql]` (and per-channel) set of limits must follow.
+fn check_graphql(g: &GraphqlConfig) -> Result<(), ConfigError> {
+    if g.max_page_size == 0 || g.max_page_size > 1000 {
+        return Err(ConfigError::Invalid {
+            key: "graphql.max_page_size",
+            reason: "must be 1..=1000".into(),
+        });
+    }
+    if g.default_page_size == 0 || g.default_page_size > g.max_page_size {
+        return Err(ConfigError::Invalid {
+            key: "graphql.default_page_size",
+            reason: format!("must be 1..={} (graphql.max_page_size)", g.max_page_size),
+        });
+    }
+    for (key, value) in [
+        ("graphql.max_selections", g.max_selections),
+        ("graphql.max_root_fields", g.max_root_fields),
+        ("graphql.max_cost", g.max_cost),
+    ] {
+        if value == 0 {
+            return Err(ConfigError::Invalid {
+                key,
+                reason: "must be at least 1".into(),
+            });
+        }
+    }
+    if g.max_depth < 3 {
+        return Err(ConfigError::Invalid {
+            key: "graphql.max_depth",
+            reason: "must be at least 3".into(),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn channel_shaping_overrides_only_what_it_names() {
+        let mut config = Config::default();
+        config.graphql.channels.insert(
+            "mobile".into(),
+            ChannelShaping {
+                max_depth: Some(8),
+                ..Default::default()
+            },
+        );
+        let mobile = config.graphql.for_channel("mobile");
+        assert_eq!(mobile.max_depth, 8);
+        assert_eq!(mobile.max_cost, config.graphql.max_cost);
+        assert_eq!(config.graphql.for_channel("web").max_depth, 15);
+        config.validate().unwrap();
+        config.graphql.channels.get_mut("mobile").unwrap().max_depth = Some(1);
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("graphql.channels.mobile"), "{message}");
+    }
     use super::*;
 
     #[test]

@@ -42,6 +42,8 @@ pub struct AppState {
     pub schema: GatewaySchema,
     pub db: DatabaseConnection,
     pub graphql_config: Arc<GraphqlConfig>,
+    /// The operation limits of each channel with `[graphql.channels.<code>]` overrides.
+    pub graphql_by_channel: Arc<std::collections::HashMap<String, Arc<GraphqlConfig>>>,
     /// SQL statements run since start (also the basis of the N+1 test).
     pub sql_statements: Arc<AtomicU64>,
     /// Domain events, published after their change committed.
@@ -369,6 +371,15 @@ pub struct RunningGateway {
     task: JoinHandle<std::io::Result<()>>,
 }
 
+impl AppState {
+    /// The operation limits of `channel`.
+    pub fn graphql_for(&self, channel: &str) -> &Arc<GraphqlConfig> {
+        self.graphql_by_channel
+            .get(channel)
+            .unwrap_or(&self.graphql_config)
+    }
+}
+
 impl RunningGateway {
     /// `http://addr`.
     pub fn url(&self) -> String {
@@ -436,7 +447,15 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
     let state = AppState {
         schema: build_schema(&config.graphql),
         db,
-        graphql_config: Arc::new(config.graphql.clone()),
+        graphql_config: Arc::new(config.graphql.for_channel("")),
+        graphql_by_channel: Arc::new(
+            config
+                .graphql
+                .channels
+                .keys()
+                .map(|code| (code.clone(), Arc::new(config.graphql.for_channel(code))))
+                .collect(),
+        ),
         sql_statements,
         bus: crate::bus::EventBus::new(),
         auth: Arc::new(auth),

@@ -675,7 +675,8 @@ async fn execute(
     }
     // The operation's size as it would execute, before validation and before any SQL; the
     // cost also within the channel's maximum per operation.
-    let mut limits = size_limits(&state.graphql_config);
+    let graphql_config = state.graphql_for(&channel_code).clone();
+    let mut limits = size_limits(&graphql_config);
     limits.max_cost = limits
         .max_cost
         .min(state.limits.max_cost_per_operation(&channel_code));
@@ -684,7 +685,7 @@ async fn execute(
             &document,
             &op.node,
             &variables,
-            state.graphql_config.default_page_size,
+            graphql_config.default_page_size,
         )
     }) {
         None => None,
@@ -756,7 +757,7 @@ async fn execute(
     let context = RequestContext {
         db: state.db.clone(),
         channel: Arc::new(policy),
-        config: state.graphql_config.clone(),
+        config: graphql_config,
         viewer,
         bus: state.bus.clone(),
     };

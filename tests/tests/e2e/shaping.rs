@@ -158,3 +158,38 @@ async fn nul_characters_are_bad_input_before_any_sql_on_every_database() {
     assert_eq!(app.gateway.sql_statements(), before);
     app.gateway.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn each_channel_can_have_its_own_operation_limits() {
+    let app = e2e::spawn_app_with(|config| {
+        config.graphql.channels.insert(
+            "mobile".into(),
+            gateway::config::ChannelShaping {
+                max_depth: Some(3),
+                max_page_size: Some(10),
+                default_page_size: Some(10),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let deep = "{ products(first: 5) { nodes { category { parent { name } } } } }";
+    let web = Client::new(app.gateway.url()).query(deep, json!({})).await;
+    assert!(web.data()["products"]["nodes"].is_array());
+    let mobile = Client::new(app.gateway.url())
+        .channel("mobile")
+        .query(deep, json!({}))
+        .await;
+    assert_eq!(
+        mobile.error_codes(),
+        ["QUERY_TOO_COMPLEX"],
+        "{}",
+        mobile.text
+    );
+    let page = Client::new(app.gateway.url())
+        .channel("mobile")
+        .query("{ products(first: 20) { totalCount } }", json!({}))
+        .await;
+    assert_eq!(page.error_codes(), ["BAD_USER_INPUT"], "{}", page.text);
+    app.gateway.stop().await.unwrap();
+}
