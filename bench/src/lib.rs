@@ -46,7 +46,8 @@ impl Request {
         }
     }
 
-    fn build(&self, client: &reqwest::Client) -> reqwest::RequestBuilder {
+    /// The request, ready to send.
+    pub fn build(&self, client: &reqwest::Client) -> reqwest::RequestBuilder {
         let request = match &self.body {
             Some(body) => client
                 .post(&self.url)

@@ -118,7 +118,13 @@ async fn main() {
             args.concurrency,
         )
         .await;
-        let health = drive("GET /healthz (baseline)", &health, seconds, args.concurrency).await;
+        let health = drive(
+            "GET /healthz (baseline)",
+            &health,
+            seconds,
+            args.concurrency,
+        )
+        .await;
         catalog.print();
         priced.print();
         health.print();

@@ -872,10 +872,6 @@ async fn seed(txn: &DatabaseTransaction) -> Result<DemoSummary, CoreError> {
     insert_batched(txn, entries).await?;
 
     // ---- promotions ----
-    let paper_product = seeds
-        .iter()
-        .find(|s| s.leaf.slug == "paper")
-        .map(|s| product_ids[&s.slug]);
     let promotions = [
         (
             "WINTER-SALE",
@@ -921,11 +917,11 @@ async fn seed(txn: &DatabaseTransaction) -> Result<DemoSummary, CoreError> {
         ),
         (
             "PAPER-BULK",
-            "$1.00 off copy paper from 10 units",
+            "$1.00 off paper goods from 10 units",
             Some(channel_ids["b2b"]),
             None,
-            "product",
-            paper_product,
+            "category",
+            Some(category_ids["paper"]),
             "amount_off",
             Decimal::new(100, 2),
             10,

@@ -122,10 +122,20 @@ pub enum AuthError {
     Expired,
     #[error("the token is not valid yet")]
     NotYetValid,
-    #[error("the token was issued for another issuer or audience")]
+    #[error(
+        "the token was issued for another issuer or audience than this gateway's (its `iss` and `aud` must equal [auth] issuer and audience)"
+    )]
     IssuerOrAudience,
     #[error("the token lacks a required claim or has a malformed one")]
     Claims,
+    #[error("the token lacks the required claim `{0}`")]
+    MissingClaim(String),
+    #[error("the token's claim `{0}` is malformed")]
+    MalformedClaim(String),
+    #[error(
+        "HS256 tokens are not accepted: the gateway has no GATEWAY_JWT_SECRET (start it with the secret the token was signed with)"
+    )]
+    NoSecret,
     #[error("tokens cannot be minted: {0}")]
     CannotMint(String),
     #[error("invalid auth configuration: {0}")]
@@ -243,7 +253,12 @@ impl Authenticator {
         // The key is chosen by the kind of algorithm the token claims, so a token can never
         // make us check an HMAC against a public key or the other way round.
         let key = match header.alg {
-            Algorithm::HS256 => self.hs256.as_ref().map(|(_, decoding)| decoding),
+            Algorithm::HS256 => Some(
+                self.hs256
+                    .as_ref()
+                    .map(|(_, decoding)| decoding)
+                    .ok_or(AuthError::NoSecret)?,
+            ),
             Algorithm::RS256 | Algorithm::ES256 => self
                 .public_keys
                 .iter()
@@ -268,9 +283,9 @@ impl Authenticator {
                     AuthError::IssuerOrAudience
                 }
                 ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => AuthError::Algorithm,
-                ErrorKind::MissingRequiredClaim(_)
-                | ErrorKind::InvalidClaimFormat(_)
-                | ErrorKind::Json(_) => AuthError::Claims,
+                ErrorKind::MissingRequiredClaim(claim) => AuthError::MissingClaim(claim.clone()),
+                ErrorKind::InvalidClaimFormat(claim) => AuthError::MalformedClaim(claim.clone()),
+                ErrorKind::Json(_) => AuthError::Claims,
                 _ => AuthError::InvalidToken,
             })
     }

@@ -33,6 +33,8 @@ pub struct Config {
     /// `redis://…`: cluster mode's shared rate limits and cost budgets. Env `REDIS_URL`.
     /// Unset: every instance counts on its own.
     pub redis_url: Option<String>,
+    /// Browser origins allowed per channel (`[cors.channels.<code>] origins`).
+    pub cors: crate::cors::CorsConfig,
 }
 
 /// `[graphql]`: query shape limits.
@@ -114,6 +116,9 @@ pub struct HttpConfig {
     /// the listen backlog. Lowered at start, with a warning, to the open-file limit
     /// (`ulimit -n`) less 128 descriptors kept in reserve.
     pub max_connections: usize,
+    /// Largest response body sent, in bytes; a larger one is replaced by a
+    /// `RESPONSE_TOO_LARGE` error (the operation ran, its result is not sent).
+    pub max_response_bytes: usize,
 }
 
 impl Default for Config {
@@ -128,6 +133,7 @@ impl Default for Config {
             jwt_secret: None,
             limits: crate::limits::LimitsConfig::default(),
             redis_url: None,
+            cors: crate::cors::CorsConfig::default(),
         }
     }
 }
@@ -155,6 +161,7 @@ impl Default for HttpConfig {
             header_read_timeout_secs: 10,
             keep_alive_idle_secs: 60,
             max_connections: 10_000,
+            max_response_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -266,6 +273,17 @@ impl Config {
             });
         }
         self.limits.validate()?;
+        for (key, value) in [
+            ("auth.issuer", &self.auth.issuer),
+            ("auth.audience", &self.auth.audience),
+        ] {
+            if value.trim().is_empty() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must not be empty: tokens are checked against it".into(),
+                });
+            }
+        }
         check_graphql(&self.graphql)?;
         for code in self.graphql.channels.keys() {
             check_graphql(&self.graphql.for_channel(code)).map_err(|err| match err {
@@ -282,6 +300,13 @@ impl Config {
                 reason: "must be at least 1024".into(),
             });
         }
+        if self.http.max_response_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                key: "http.max_response_bytes",
+                reason: "must be at least 1024".into(),
+            });
+        }
+        self.cors.validate()?;
         if self.http.request_timeout_secs == 0 {
             return Err(ConfigError::Invalid {
                 key: "http.request_timeout_secs",

@@ -229,6 +229,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             if demo {
                 print_demo_tokens(&running)?;
             }
+            tracing::info!(url = %running.url(), "listening");
             println!("GraphiQL: {}/graphql", running.url());
             let limits = &running.state.limits;
             if !limits.enabled() {

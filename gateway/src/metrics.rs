@@ -65,6 +65,7 @@ const CODES: &[&str] = &[
     "QUERY_TOO_COMPLEX",
     "RATE_LIMITED",
     "REQUEST_TIMEOUT",
+    "RESPONSE_TOO_LARGE",
     "UNAUTHENTICATED",
     "UNKNOWN_CHANNEL",
     "UNSUPPORTED_MEDIA_TYPE",
@@ -167,6 +168,9 @@ pub async fn render() -> Response {
 pub struct RequestScope {
     sql_statements: AtomicU64,
     notes: Mutex<Notes>,
+    /// Failures logged so far, by kind ([`crate::log_budget`]): a request logs a bounded
+    /// number of lines.
+    pub(crate) logs: crate::log_budget::RequestLogs,
 }
 
 #[derive(Clone, Copy)]

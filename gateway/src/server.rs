@@ -57,6 +57,10 @@ pub struct AppState {
     pub limits: Arc<crate::limits::Limits>,
     /// Safelisted operations per channel and automatic persisted queries.
     pub persisted: Arc<crate::shaping::persisted::PersistedOperations>,
+    /// Largest response body sent (`http.max_response_bytes`); larger: `RESPONSE_TOO_LARGE`.
+    pub max_response_bytes: usize,
+    /// The browser origins allowed to call `/graphql` (`[cors]`; local ones in demo mode).
+    pub cors: Arc<crate::cors::CorsPolicy>,
 }
 
 /// Why the gateway could not start. Each message is one line that names what failed (with
@@ -242,6 +246,10 @@ pub fn router(state: AppState, config: &Config) -> Router {
         .layer(CatchPanicLayer::custom(|_| internal_error()))
         .layer(middleware::map_response(coded_empty_errors))
         .layer(middleware::from_fn(crate::metrics::track))
+        .layer(middleware::from_fn_with_state(
+            state.cors.clone(),
+            crate::cors::layer,
+        ))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             let request_id = request
                 .headers()
@@ -462,6 +470,8 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
         introspection_for_all: demo_mode,
         limits: Arc::new(rate_limits),
         persisted: Arc::new(persisted),
+        max_response_bytes: config.http.max_response_bytes,
+        cors: Arc::new(crate::cors::CorsPolicy::new(&config.cors, demo_mode)),
     };
     let app = router(state.clone(), &config);
     let limits = crate::connections::Limits::from_config(&config.http);

@@ -626,7 +626,11 @@ async fn execute(
             err.extensions
                 .get_or_insert_with(Default::default)
                 .set("code", code::GRAPHQL_PARSE_FAILED);
-            return render(async_graphql::Response::from_errors(vec![err]), media);
+            return render(
+                async_graphql::Response::from_errors(vec![err]),
+                media,
+                state.max_response_bytes,
+            );
         }
     };
     let mut variables = params
@@ -637,13 +641,12 @@ async fn execute(
     if let Some(operation) = operation {
         crate::metrics::operation_type(operation.node.ty);
     }
-    if let Some(message) = operation.and_then(|op| missing_variable(op, &variables)) {
-        return request_error(
-            media.request_error_status(),
-            media,
-            code::BAD_USER_INPUT,
-            &message,
-        );
+    if let Some((field, message)) = operation.and_then(|op| missing_variable(op, &variables)) {
+        let body = json!({ "errors": [{
+            "message": message,
+            "extensions": { "code": code::BAD_USER_INPUT, "field": field },
+        }] });
+        return with_media(media.request_error_status(), media, body.to_string());
     }
     if let Some(operation) = operation {
         input::apply_variable_defaults(&operation.node, &mut variables);
@@ -771,7 +774,7 @@ async fn execute(
     if let Some(size) = size {
         report_cost(&mut response, &size, budget);
     }
-    render(response, media)
+    render(response, media, state.max_response_bytes)
 }
 
 /// Runs one operation in process as `viewer` on the channel `channel_code`, completed like an
@@ -866,7 +869,7 @@ fn report_cost(
 fn missing_variable(
     operation: &Positioned<OperationDefinition>,
     variables: &Variables,
-) -> Option<String> {
+) -> Option<(String, String)> {
     operation
         .node
         .variable_definitions
@@ -878,9 +881,12 @@ fn missing_variable(
                 .is_some_and(|v| *v != Value::Null);
             let required = !definition.var_type.node.nullable && definition.default_value.is_none();
             (required && !provided).then(|| {
-                format!(
-                    "variable ${} of required type {} was not provided",
-                    definition.name.node, definition.var_type.node
+                (
+                    format!("${}", definition.name.node),
+                    format!(
+                        "variable ${} of required type {} was not provided",
+                        definition.name.node, definition.var_type.node
+                    ),
                 )
             })
         })
@@ -889,7 +895,11 @@ fn missing_variable(
 /// Writes an executed response. A response with errors, `data: null` and no error on a field
 /// path failed before execution (validation, operation selection): a request error, sent
 /// without `data` and, under the new media type, with 400.
-fn render(mut response: async_graphql::Response, media: ResponseMedia) -> Response {
+fn render(
+    mut response: async_graphql::Response,
+    media: ResponseMedia,
+    max_response_bytes: usize,
+) -> Response {
     let request_failed = response.data == Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(|e| e.path.is_empty());
@@ -926,14 +936,20 @@ fn render(mut response: async_graphql::Response, media: ResponseMedia) -> Respon
             extensions.set("code", fallback);
         }
     }
-    crate::metrics::graphql_errors(&response.errors);
     let body = ResponseBody {
         data: (!request_failed).then_some(&response.data),
         errors: &response.errors,
         extensions: &response.extensions,
     };
-    let body = serde_json::to_string(&body)
-        .unwrap_or_else(|_| error_body(code::INTERNAL, "internal error"));
+    // Bounded size: a body over http.max_response_bytes is not sent (nor fully written).
+    let body = match crate::response_size::to_json_capped(&body, max_response_bytes) {
+        Ok(body) => body,
+        Err(crate::response_size::Unsent::TooLarge) => {
+            return crate::response_size::too_large(media, max_response_bytes);
+        }
+        Err(crate::response_size::Unsent::Failed) => error_body(code::INTERNAL, "internal error"),
+    };
+    crate::metrics::graphql_errors(&response.errors);
     let status = if request_failed {
         media.request_error_status()
     } else {

@@ -24,6 +24,22 @@ pub const MAX_FILTER_ATTRIBUTES: usize = 10;
 pub const MAX_SEARCH_LEN: usize = 100;
 /// Longest accepted SKU or attribute value in a filter, in characters.
 pub const MAX_FILTER_VALUE_LEN: usize = 200;
+/// Longest accepted SKU anywhere (`variant(sku:)`, `filter.skus`), in characters.
+pub const MAX_SKU_LEN: usize = 200;
+/// Longest accepted product slug, in characters.
+pub const MAX_SLUG_LEN: usize = 200;
+
+/// Refuses a text longer than `max` characters before it reaches any SQL, naming `field`.
+/// Counting stops at `max + 1`, so a 1 MB argument costs no more than a short one.
+pub fn check_len(field: &str, text: &str, max: usize) -> Result<(), CoreError> {
+    if text.chars().nth(max).is_some() {
+        return Err(CoreError::invalid(
+            field,
+            format!("at most {max} characters, got {}", text.chars().count()),
+        ));
+    }
+    Ok(())
+}
 
 /// Narrows a product listing; every condition given must hold.
 #[derive(Clone, Debug, Default)]
@@ -135,11 +151,6 @@ async fn filtered_products(
     filter: &ProductFilter,
 ) -> Result<Select<product::Entity>, CoreError> {
     let mut select = visible_products(channel_id);
-    if let Some(category_id) = filter.category_id {
-        let categories = list_categories(db).await?;
-        select = select
-            .filter(product::Column::CategoryId.is_in(category_subtree(&categories, category_id)));
-    }
     if let Some(search) = &filter.search {
         let search = search.trim();
         if search.is_empty() {
@@ -164,6 +175,9 @@ async fn filtered_products(
                 format!("at most {MAX_FILTER_SKUS} SKUs"),
             ));
         }
+        for sku in &filter.skus {
+            check_len("filter.skus", sku, MAX_SKU_LEN)?;
+        }
         select = select.filter(
             product::Column::Id.in_subquery(
                 Query::select()
@@ -183,6 +197,12 @@ async fn filtered_products(
     let mut attributes = Condition::all();
     for attribute in &filter.attributes {
         attributes = attributes.add(attribute_equals(db.get_database_backend(), attribute)?);
+    }
+    // The only statement here, once every condition above has been checked.
+    if let Some(category_id) = filter.category_id {
+        let categories = list_categories(db).await?;
+        select = select
+            .filter(product::Column::CategoryId.is_in(category_subtree(&categories, category_id)));
     }
     Ok(select.filter(attributes))
 }
@@ -465,6 +485,9 @@ pub async fn find_visible_product(
     channel_id: i64,
     key: &ProductKey,
 ) -> Result<Option<product::Model>, CoreError> {
+    if let ProductKey::Slug(slug) = key {
+        check_len("slug", slug, MAX_SLUG_LEN)?;
+    }
     let select = visible_products(channel_id);
     let select = match key {
         ProductKey::Id(id) => select.filter(product::Column::Id.eq(*id)),
@@ -505,6 +528,7 @@ pub async fn find_visible_variant(
     channel_id: i64,
     sku: &str,
 ) -> Result<Option<variant::Model>, CoreError> {
+    check_len("sku", sku, MAX_SKU_LEN)?;
     let Some(variant) = variant::Entity::find()
         .filter(variant::Column::Sku.eq(sku))
         .one(db)
@@ -580,6 +604,21 @@ mod tests {
         assert_eq!(subtree, vec![1, 2, 3]);
         assert_eq!(category_subtree(&tree, 4), vec![4]);
         assert!(category_subtree(&tree, 99).is_empty());
+    }
+
+    #[test]
+    fn long_skus_and_slugs_are_refused_naming_their_argument() {
+        assert!(check_len("sku", &"x".repeat(MAX_SKU_LEN), MAX_SKU_LEN).is_ok());
+        // Characters, not bytes: 200 two-byte characters fit.
+        assert!(check_len("slug", &"é".repeat(MAX_SLUG_LEN), MAX_SLUG_LEN).is_ok());
+        for (field, len) in [("sku", 201), ("filter.skus", 10_000), ("slug", 201)] {
+            let err = check_len(field, &"x".repeat(len), 200).unwrap_err();
+            assert!(
+                matches!(err, CoreError::InvalidInput { field: ref named, ref reason }
+                    if named == field && reason.contains("at most 200")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

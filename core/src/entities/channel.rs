@@ -14,6 +14,10 @@ pub struct Model {
     pub safety_stock: i32,
     pub low_stock_threshold: i32,
     pub routing_policy: String,
+    /// How a reservation picks locations: `priority`, `highest_stock` or `nearest`.
+    pub allocation_strategy: String,
+    /// Lifetime of the channel's reservations in seconds; 0 makes them hard holds (no expiry).
+    pub reservation_ttl_seconds: i32,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -20,6 +20,7 @@ pub mod quantity_rule;
 pub mod reservation;
 pub mod shipment;
 pub mod shipment_line;
+pub mod stock_hold;
 pub mod stock_level;
 pub mod stock_location;
 pub mod variant;

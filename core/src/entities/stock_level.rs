@@ -12,6 +12,8 @@ pub struct Model {
     pub location_id: i64,
     pub on_hand: i32,
     pub reserved: i32,
+    /// Bumped by every change to the row, in the same UPDATE; stock events carry it.
+    pub version: i64,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

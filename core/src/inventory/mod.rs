@@ -1,8 +1,22 @@
-//! Inventory: stock levels, channel availability and (in later issues) reservations.
+//! Inventory: stock levels, channel availability, holds and reservations (DESIGN.md §4, §5,
+//! §7). The pure rules live in [`availability`] and [`allocation`]; [`service`] applies
+//! them to the database, one write transaction per change, ledger included.
 
-mod availability;
+pub mod allocation;
+pub mod availability;
+pub mod service;
 
-pub use availability::{StockStatus, channel_available, location_available, stock_status};
+pub use allocation::{AllocationStrategy, Candidate, GeoPoint, allocate};
+pub use availability::{
+    ChannelAvailability, LocationAvailability, StockStatus, StockView, channel_available,
+    channel_availability, location_available, stock_status,
+};
+pub use service::{
+    Adjustment, Lifetime, Owner, OwnerKind, ReserveRequest, Reserved, StockChange, StockIn,
+    Swept, Transfer, adjust, availability_for_variants, commit_reservation, extend_reservation,
+    holds_for_variants, load_policy_by_id, receive, release, release_expired, reservations_of,
+    reserve, return_stock, set_hold, transfer,
+};
 
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 

@@ -15,7 +15,7 @@ use super::errors::{ApiError, ApiResultExt};
 use super::ids::{Kind, decode_cursor, decode_id, encode_cursor, encode_id};
 use super::inventory::{Availability, StockByVariant, StockLevel};
 use super::pricing::PriceDataByVariant;
-use super::{RequestLoader, request_context};
+use super::{RequestLoader, request_context, request_data};
 
 #[derive(Default)]
 pub struct CatalogQuery;
@@ -99,7 +99,7 @@ impl CatalogQuery {
         #[graphql(desc = "The order of the products; defaults to `ID`.", default)]
         sort: ProductSort,
     ) -> async_graphql::Result<ProductConnection> {
-        let rc = request_context(ctx);
+        let rc = request_context(ctx)?;
         let first = first.unwrap_or(rc.config.default_page_size as i32);
         let max = rc.config.max_page_size;
         if first < 1 || first as u64 > max {
@@ -152,7 +152,7 @@ impl CatalogQuery {
             (None, Some(slug)) => ProductKey::Slug(slug),
             _ => return Err(ApiError::bad_input("id", "give exactly one of id and slug")).api(),
         };
-        let rc = request_context(ctx);
+        let rc = request_context(ctx)?;
         let found = catalog::find_visible_product(&rc.db, rc.channel.channel.id, &key)
             .await
             .api()?;
@@ -165,7 +165,7 @@ impl CatalogQuery {
         ctx: &Context<'_>,
         sku: String,
     ) -> async_graphql::Result<Option<Variant>> {
-        let rc = request_context(ctx);
+        let rc = request_context(ctx)?;
         let found = catalog::find_visible_variant(&rc.db, rc.channel.channel.id, &sku)
             .await
             .api()?;
@@ -174,7 +174,7 @@ impl CatalogQuery {
 
     /// The whole category tree, flat; follow `parent` and `children` to walk it.
     async fn categories(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Category>> {
-        let tree = ctx.data_unchecked::<CategoryTree>().get().await.api()?;
+        let tree = CategoryTree::of(ctx).await.api()?;
         Ok(tree.iter().cloned().map(Category).collect())
     }
 }
@@ -218,7 +218,7 @@ impl ProductConnection {
 
     /// How many products match the filter on this channel, over all pages.
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
-        let rc = request_context(ctx);
+        let rc = request_context(ctx)?;
         catalog::count_products(&rc.db, rc.channel.channel.id, &self.filter)
             .await
             .api()
@@ -274,7 +274,7 @@ impl Product {
             .collect()
     }
     async fn category(&self, ctx: &Context<'_>) -> async_graphql::Result<Category> {
-        let tree = ctx.data_unchecked::<CategoryTree>().get().await.api()?;
+        let tree = CategoryTree::of(ctx).await.api()?;
         tree.iter()
             .find(|c| c.id == self.0.category_id)
             .cloned()
@@ -284,7 +284,7 @@ impl Product {
     }
     /// The product's variants in display order.
     async fn variants(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Variant>> {
-        let loader = ctx.data_unchecked::<RequestLoader<VariantsByProduct>>();
+        let loader = request_data::<RequestLoader<VariantsByProduct>>(ctx).api()?;
         let variants = loader.load_one(self.0.id).await.api()?.unwrap_or_default();
         Ok(variants.into_iter().map(Variant).collect())
     }
@@ -327,15 +327,15 @@ impl Variant {
         self.0.weight_grams
     }
     async fn product(&self, ctx: &Context<'_>) -> async_graphql::Result<Product> {
-        let loader = ctx.data_unchecked::<RequestLoader<ProductsById>>();
+        let loader = request_data::<RequestLoader<ProductsById>>(ctx).api()?;
         let product = loader.load_one(self.0.product_id).await.api()?;
         product
             .map(Product)
             .ok_or_else(|| ApiError::NotFound("product not listed on this channel".into()))
             .api()
     }
-    /// Availability on the request's channel (DESIGN.md §5): exact quantities for POS and B2B;
-    /// web and mobile show a quantity only when stock is low ("3 left").
+    /// Availability on the request's channel: exact quantities for POS and B2B; web and mobile
+    /// show a status, with a quantity only when stock is low ("2 left").
     async fn availability(&self, ctx: &Context<'_>) -> async_graphql::Result<Availability> {
         Availability::of_variant(ctx, self.0.id).await
     }
@@ -369,8 +369,8 @@ impl Variant {
     ) -> async_graphql::Result<Option<super::pricing::QuantityRule>> {
         super::pricing::quantity_rule_of(ctx, &self.0).await
     }
-    /// Exact stock per location feeding the channel; POS only (elsewhere null with a
-    /// `FORBIDDEN` error).
+    /// Exact stock per location feeding the channel: for POS clerks on `pos` and for admins
+    /// (for anyone else null with a `FORBIDDEN` error).
     async fn stock_levels(
         &self,
         ctx: &Context<'_>,
@@ -397,7 +397,7 @@ impl Category {
         let Some(parent_id) = self.0.parent_id else {
             return Ok(None);
         };
-        let tree = ctx.data_unchecked::<CategoryTree>().get().await.api()?;
+        let tree = CategoryTree::of(ctx).await.api()?;
         Ok(tree
             .iter()
             .find(|c| c.id == parent_id)
@@ -405,7 +405,7 @@ impl Category {
             .map(Category))
     }
     async fn children(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Category>> {
-        let tree = ctx.data_unchecked::<CategoryTree>().get().await.api()?;
+        let tree = CategoryTree::of(ctx).await.api()?;
         Ok(tree
             .iter()
             .filter(|c| c.parent_id == Some(self.0.id))
@@ -456,7 +456,7 @@ pub(crate) async fn prime_page_loaders(
     let variant_ids: Vec<i64> = by_product.values().flatten().map(|v| v.id).collect();
     if variants_field.iter().any(|v| v.field("product").exists()) {
         let page = products.iter().map(|p| (p.id, p.clone()));
-        ctx.data_unchecked::<RequestLoader<ProductsById>>()
+        request_data::<RequestLoader<ProductsById>>(ctx)?
             .feed_many(page)
             .await;
     }
@@ -474,10 +474,10 @@ pub(crate) async fn prime_page_loaders(
     if priced {
         // Pricing needs each variant's product (for its category) and the price data.
         let page = products.iter().map(|p| (p.id, p.clone()));
-        ctx.data_unchecked::<RequestLoader<ProductsById>>()
+        request_data::<RequestLoader<ProductsById>>(ctx)?
             .feed_many(page)
             .await;
-        let loader = ctx.data_unchecked::<RequestLoader<PriceDataByVariant>>();
+        let loader = request_data::<RequestLoader<PriceDataByVariant>>(ctx)?;
         let loaded = loader.loader().load(&variant_ids).await?;
         loader.feed_many(loaded).await;
     }
@@ -494,7 +494,7 @@ where
     T: Loader<i64, Value = Vec<V>, Error = ApiError>,
     V: Clone + Send + Sync + 'static,
 {
-    let loader = ctx.data_unchecked::<RequestLoader<T>>();
+    let loader = request_data::<RequestLoader<T>>(ctx)?;
     let loaded = loader.loader().load(keys).await?;
     let all = keys
         .iter()
@@ -549,6 +549,11 @@ impl CategoryTree {
             db,
             tree: OnceCell::new(),
         }
+    }
+
+    /// The request's tree, loaded on first use.
+    pub async fn of<'a>(ctx: &Context<'a>) -> Result<&'a Arc<Vec<category::Model>>, ApiError> {
+        request_data::<CategoryTree>(ctx)?.get().await
     }
 
     pub async fn get(&self) -> Result<&Arc<Vec<category::Model>>, ApiError> {

@@ -23,13 +23,13 @@ pub struct Channel {
 #[Object]
 impl ChannelQuery {
     /// The channel this request runs on (from the `X-Channel` header, default `web`).
-    async fn channel(&self, ctx: &Context<'_>) -> Channel {
-        let policy = &request_context(ctx).channel;
-        Channel {
+    async fn channel(&self, ctx: &Context<'_>) -> async_graphql::Result<Channel> {
+        let policy = &request_context(ctx)?.channel;
+        Ok(Channel {
             code: policy.channel.code.clone(),
             name: policy.channel.name.clone(),
             currency: policy.channel.currency.clone(),
             locations: policy.locations.iter().map(StockLocation::from).collect(),
-        }
+        })
     }
 }

@@ -19,6 +19,7 @@ pub mod code {
     pub const QUANTITY_RULE_VIOLATION: &str = "QUANTITY_RULE_VIOLATION";
     pub const QUERY_TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
+    pub const RESPONSE_TOO_LARGE: &str = "RESPONSE_TOO_LARGE";
     pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
     pub const UNKNOWN_CHANNEL: &str = "UNKNOWN_CHANNEL";
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
@@ -67,8 +68,19 @@ impl From<CoreError> for ApiError {
                 Self::NotFound(format!("{entity} {key} not found"))
             }
             CoreError::InvalidInput { field, reason } => Self::BadUserInput { field, reason },
+            // Provisional mapping of the inventory service's errors (issue 13); the
+            // INSUFFICIENT_STOCK code comes with the inventory API.
+            CoreError::InsufficientStock { ref lines } => Self::BadUserInput {
+                field: lines
+                    .first()
+                    .map_or_else(|| "quantity".to_owned(), |line| line.field.clone()),
+                reason: err.to_string(),
+            },
+            CoreError::Conflict { field, reason } => Self::BadUserInput { field, reason },
+            CoreError::Forbidden { field, reason } => Self::Forbidden(format!("{field}: {reason}")),
             CoreError::Database(err) => {
-                tracing::error!(error = %err, "database failure");
+                // Bounded per request: a failing pool fails every loader and resolver at once.
+                crate::log_budget::database_failure(&err);
                 Self::Internal
             }
         }

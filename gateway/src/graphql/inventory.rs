@@ -11,7 +11,7 @@ use sea_orm::DatabaseConnection;
 
 use super::errors::{ApiError, ApiResultExt};
 use super::ids::{Kind, encode_id};
-use super::{RequestLoader, request_context};
+use super::{RequestLoader, request_context, request_data};
 use crate::shaping::StockVisibility;
 
 #[derive(Default)]
@@ -20,13 +20,16 @@ pub struct InventoryQuery;
 #[Object]
 impl InventoryQuery {
     /// The stock locations feeding the request's channel, highest priority first.
-    async fn stock_locations(&self, ctx: &Context<'_>) -> Vec<StockLocation> {
-        request_context(ctx)
+    async fn stock_locations(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<StockLocation>> {
+        Ok(request_context(ctx)?
             .channel
             .locations
             .iter()
             .map(StockLocation::from)
-            .collect()
+            .collect())
     }
 }
 
@@ -62,7 +65,7 @@ impl Availability {
         ctx: &Context<'_>,
         variant_id: i64,
     ) -> async_graphql::Result<Self> {
-        let rc = request_context(ctx);
+        let rc = request_context(ctx)?;
         let levels = load_stock(ctx, variant_id).await?;
         let channel = &rc.channel.channel;
         let available = inventory::channel_available(
@@ -96,7 +99,7 @@ impl StockLevel {
         ctx: &Context<'_>,
         variant_id: i64,
     ) -> async_graphql::Result<Vec<Self>> {
-        let rc = request_context(ctx);
+        let rc = request_context(ctx)?;
         // Exact stock per location: admins anywhere, POS clerks on a per-location channel.
         let per_location =
             StockVisibility::for_channel(&rc.channel.channel.code) == StockVisibility::PerLocation;
@@ -106,7 +109,7 @@ impl StockLevel {
                 "per-location stock needs a pos_clerk or admin token".to_owned()
             } else {
                 format!(
-                    "per-location stock is not visible on channel {}",
+                    "per-location stock is not visible on channel {} (it needs a pos_clerk token on pos, or an admin token)",
                     rc.channel.channel.code
                 )
             }))
@@ -134,7 +137,7 @@ async fn load_stock(
     ctx: &Context<'_>,
     variant_id: i64,
 ) -> async_graphql::Result<Vec<stock_level::Model>> {
-    let loader = ctx.data_unchecked::<RequestLoader<StockByVariant>>();
+    let loader = request_data::<RequestLoader<StockByVariant>>(ctx).api()?;
     Ok(loader.load_one(variant_id).await.api()?.unwrap_or_default())
 }
 

@@ -133,7 +133,50 @@ fn loader<T>(inner: T) -> DataLoader<T, HashMapCache> {
 /// A request's loader of `T`.
 pub(crate) type RequestLoader<T> = DataLoader<T, HashMapCache>;
 
-/// The request context; present on every request the transport executes.
-pub(crate) fn request_context<'a>(ctx: &Context<'a>) -> &'a RequestContext {
-    ctx.data_unchecked::<RequestContext>()
+/// The request context; present on every request the transport executes. Its absence is a
+/// bug of ours: `INTERNAL` (logged), never a panic.
+pub(crate) fn request_context<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a RequestContext> {
+    errors::ApiResultExt::api(request_data::<RequestContext>(ctx))
+}
+
+/// Request data of type `T` ([`RequestContext::into_request_data`] puts it there), or
+/// [`errors::ApiError::Internal`] with a log line naming the type when it is missing.
+pub(crate) fn request_data<'a, T: std::any::Any + Send + Sync>(
+    ctx: &Context<'a>,
+) -> Result<&'a T, errors::ApiError> {
+    ctx.data::<T>().map_err(|_| {
+        tracing::error!(
+            data = std::any::type_name::<T>(),
+            "request data missing from the GraphQL context"
+        );
+        errors::ApiError::Internal
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request executed without its data (a bug of ours, never a client's doing) answers
+    /// `INTERNAL` errors on the fields that need it: no resolver panics.
+    #[tokio::test]
+    async fn missing_request_data_is_internal_not_a_panic() {
+        let schema = build_schema(&GraphqlConfig::default());
+        let response = schema
+            .execute(
+                "{ channel { code } stockLocations { code } variant(sku: \"TS-0001-M\") { sku } \
+                 categories { id } products(first: 1) { totalCount } }",
+            )
+            .await;
+        assert!(!response.errors.is_empty(), "{response:?}");
+        for error in &response.errors {
+            let code = error.extensions.as_ref().and_then(|e| e.get("code"));
+            assert_eq!(
+                code,
+                Some(&async_graphql::Value::from(errors::code::INTERNAL)),
+                "{error:?}"
+            );
+            assert_eq!(error.message, "internal error");
+        }
+    }
 }

@@ -25,7 +25,7 @@ use tokio::sync::OnceCell;
 use super::catalog::{CategoryTree, ProductsById, Variant};
 use super::errors::{ApiError, ApiResultExt, code};
 use super::ids::{Kind, encode_id};
-use super::{RequestLoader, request_context};
+use super::{RequestLoader, request_context, request_data};
 
 /// Most lines one quote may carry.
 pub const MAX_QUOTE_LINES: usize = 100;
@@ -55,7 +55,27 @@ impl ScalarType for Money {
     }
 
     fn to_value(&self) -> Value {
-        Value::String(self.0.normalize().to_string())
+        Value::String(self.0.to_string())
+    }
+}
+
+impl Money {
+    /// A total in `currency`: exactly its minor unit's digits (`"208.20"`, `"0.00"`).
+    pub fn total(amount: Decimal, currency: &str) -> Self {
+        let mut amount = core_pricing::round_to_minor_unit(amount, currency);
+        amount.rescale(core_pricing::minor_unit_digits(currency));
+        Money(amount)
+    }
+
+    /// A unit price in `currency`: at least its minor unit's digits, more when the price has
+    /// them (`"15.00"`, `"16.9915"`).
+    pub fn unit(amount: Decimal, currency: &str) -> Self {
+        let mut amount = amount.normalize();
+        let digits = core_pricing::minor_unit_digits(currency);
+        if amount.scale() < digits {
+            amount.rescale(digits);
+        }
+        Money(amount)
     }
 }
 
@@ -156,24 +176,22 @@ impl Priceable {
     }
 }
 
-fn session<'a>(ctx: &Context<'a>) -> &'a Arc<PricingSession> {
-    ctx.data_unchecked::<Arc<PricingSession>>()
+fn session<'a>(ctx: &Context<'a>) -> Result<&'a Arc<PricingSession>, ApiError> {
+    request_data::<Arc<PricingSession>>(ctx)
 }
 
 /// Loads what pricing `variant` needs, through the request's loaders.
 async fn priceable(ctx: &Context<'_>, variant: &variant::Model) -> Result<Priceable, ApiError> {
-    let session = session(ctx);
-    let data = ctx
-        .data_unchecked::<RequestLoader<PriceDataByVariant>>()
+    let session = session(ctx)?;
+    let data = request_data::<RequestLoader<PriceDataByVariant>>(ctx)?
         .load_one(variant.id)
         .await?
         .unwrap_or_default();
-    let product = ctx
-        .data_unchecked::<RequestLoader<ProductsById>>()
+    let product = request_data::<RequestLoader<ProductsById>>(ctx)?
         .load_one(variant.product_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("product not listed on this channel".into()))?;
-    let tree = ctx.data_unchecked::<CategoryTree>().get().await?;
+    let tree = CategoryTree::of(ctx).await?;
     Ok(Priceable {
         item: PricedItem {
             variant_id: variant.id,
@@ -203,7 +221,7 @@ pub(crate) async fn price_of(
     quantity: Option<i32>,
     field: &str,
 ) -> async_graphql::Result<Price> {
-    let session = session(ctx);
+    let session = session(ctx).api()?;
     let priceable = priceable(ctx, variant).await.api()?;
     let quantity = match quantity {
         Some(q) => q,
@@ -225,7 +243,7 @@ pub(crate) async fn tiers_of(
     ctx: &Context<'_>,
     variant: &variant::Model,
 ) -> async_graphql::Result<Vec<PriceTier>> {
-    let session = session(ctx);
+    let session = session(ctx).api()?;
     let priceable = priceable(ctx, variant).await.api()?;
     Ok(
         core_pricing::price_tiers(&session.viewer, session.now, &priceable.candidates())
@@ -239,7 +257,7 @@ pub(crate) async fn quantity_rule_of(
     ctx: &Context<'_>,
     variant: &variant::Model,
 ) -> async_graphql::Result<Option<QuantityRule>> {
-    let session = session(ctx);
+    let session = session(ctx).api()?;
     let priceable = priceable(ctx, variant).await.api()?;
     let rule = core_pricing::resolve::governing_quantity_rule(
         &session.viewer,
@@ -305,16 +323,12 @@ fn pricing_error(err: PricingError, sku: &str, field: &str) -> async_graphql::Er
                 ext.set("quantity", quantity);
                 ext.set("priceList", list_code.as_str());
                 ext.set("minQuantity", rule.min_quantity);
-                if let Some(max) = rule.max_quantity {
-                    ext.set("maxQuantity", max);
-                }
+                // Every key is there; `null` where it does not apply.
+                let or_null = |v: Option<i32>| v.map_or(Value::Null, Value::from);
+                ext.set("maxQuantity", or_null(rule.max_quantity));
                 ext.set("increment", rule.increment);
-                if let Some(below) = below {
-                    ext.set("nearestBelow", below);
-                }
-                if let Some(above) = above {
-                    ext.set("nearestAbove", above);
-                }
+                ext.set("nearestBelow", or_null(below));
+                ext.set("nearestAbove", or_null(above));
             })
         }
         PricingError::InvalidQuantity(_) => ApiError::bad_input(field, err.to_string()).extend(),
@@ -337,23 +351,23 @@ impl Price {
     }
     /// Unit price from the winning price list and tier, before promotions (up to 4 decimals).
     async fn list_unit_price(&self) -> Money {
-        Money(self.0.list_unit_price)
+        Money::unit(self.0.list_unit_price, &self.0.currency)
     }
     /// Unit price after promotions, exact (never rounded).
     async fn unit_price(&self) -> Money {
-        Money(self.0.unit_price)
+        Money::unit(self.0.unit_price, &self.0.currency)
     }
     /// `listUnitPrice × quantity`, rounded once to the currency's minor unit.
     async fn list_line_total(&self) -> Money {
-        Money(self.0.list_line_total)
+        Money::total(self.0.list_line_total, &self.0.currency)
     }
     /// What promotions took off the line: `listLineTotal − lineTotal`.
     async fn discount_total(&self) -> Money {
-        Money(self.0.discount_total())
+        Money::total(self.0.discount_total(), &self.0.currency)
     }
     /// `unitPrice × quantity`, rounded once to the currency's minor unit (half away from zero).
     async fn line_total(&self) -> Money {
-        Money(self.0.line_total)
+        Money::total(self.0.line_total, &self.0.currency)
     }
     /// The price-list tier that set the list price.
     async fn tier(&self) -> PriceTier {
@@ -401,7 +415,7 @@ impl PriceTier {
         self.0.min_quantity
     }
     async fn unit_price(&self) -> Money {
-        Money(self.0.unit_price)
+        Money(self.0.unit_price.normalize())
     }
     /// Code of the price list the tier belongs to.
     async fn price_list(&self) -> &str {
@@ -449,7 +463,7 @@ impl AppliedRule {
     }
     /// Change of the unit price: the list price itself for a list, negative for a discount.
     async fn unit_amount(&self) -> Money {
-        Money(self.0.unit_amount)
+        Money(self.0.unit_amount.normalize())
     }
 }
 
@@ -509,15 +523,24 @@ impl Quote {
     }
     /// Sum of the lines at list prices (each line rounded once).
     async fn subtotal(&self) -> Money {
-        Money(self.lines.iter().map(|l| l.price.list_line_total).sum())
+        Money::total(
+            self.lines.iter().map(|l| l.price.list_line_total).sum(),
+            &self.currency,
+        )
     }
     /// What promotions took off, over all lines.
     async fn discount_total(&self) -> Money {
-        Money(self.lines.iter().map(|l| l.price.discount_total()).sum())
+        Money::total(
+            self.lines.iter().map(|l| l.price.discount_total()).sum(),
+            &self.currency,
+        )
     }
     /// What the viewer pays for the lines: `subtotal − discountTotal`.
     async fn total(&self) -> Money {
-        Money(self.lines.iter().map(|l| l.price.line_total).sum())
+        Money::total(
+            self.lines.iter().map(|l| l.price.line_total).sum(),
+            &self.currency,
+        )
     }
 }
 
@@ -544,10 +567,10 @@ impl PricingQuery {
         let mut seen = HashSet::new();
         for (i, line) in lines.iter().enumerate() {
             let sku = line.sku.trim();
-            if sku.is_empty() || sku.chars().count() > catalog::MAX_FILTER_VALUE_LEN {
+            if sku.is_empty() || sku.chars().count() > catalog::MAX_SKU_LEN {
                 return Err(ApiError::bad_input(
                     format!("lines[{i}].sku"),
-                    format!("a SKU is 1 to {} characters", catalog::MAX_FILTER_VALUE_LEN),
+                    format!("a SKU is 1 to {} characters", catalog::MAX_SKU_LEN),
                 ))
                 .api();
             }
@@ -560,7 +583,7 @@ impl PricingQuery {
             }
             check_quantity(line.quantity, &format!("lines[{i}].quantity")).api()?;
         }
-        let rc = request_context(ctx);
+        let rc = request_context(ctx)?;
         let skus: Vec<String> = lines.iter().map(|l| l.sku.trim().to_owned()).collect();
         let variants = catalog::visible_variants_by_skus(&rc.db, rc.channel.channel.id, &skus)
             .await
@@ -569,20 +592,27 @@ impl PricingQuery {
             variants.iter().map(|v| (v.sku.as_str(), v)).collect();
         for (i, sku) in skus.iter().enumerate() {
             if !by_sku.contains_key(sku.as_str()) {
-                return Err(ApiError::NotFound(format!(
-                    "lines[{i}].sku: no variant {sku} on this channel"
-                )))
-                .api();
+                let field = format!("lines[{i}].sku");
+                let shown: String = sku.chars().take(64).collect();
+                let message = format!("{field}: no variant {shown} on this channel");
+                return Err(
+                    async_graphql::Error::new(message).extend_with(move |_, ext| {
+                        ext.set("code", code::NOT_FOUND);
+                        ext.set("field", field.as_str());
+                    }),
+                );
             }
         }
         // Load every line's candidates in one batch before resolving any.
         let ids: Vec<i64> = variants.iter().map(|v| v.id).collect();
         let product_ids: Vec<i64> = variants.iter().map(|v| v.product_id).collect();
-        ctx.data_unchecked::<RequestLoader<PriceDataByVariant>>()
+        request_data::<RequestLoader<PriceDataByVariant>>(ctx)
+            .api()?
             .load_many(ids)
             .await
             .api()?;
-        ctx.data_unchecked::<RequestLoader<ProductsById>>()
+        request_data::<RequestLoader<ProductsById>>(ctx)
+            .api()?
             .load_many(product_ids)
             .await
             .api()?;
@@ -602,7 +632,7 @@ impl PricingQuery {
             });
         }
         Ok(Quote {
-            currency: session(ctx).viewer.currency.clone(),
+            currency: session(ctx).api()?.viewer.currency.clone(),
             lines: priced,
         })
     }

@@ -42,7 +42,7 @@ pub struct PricingMutation;
 
 /// The request's context, when the viewer is an admin; `FORBIDDEN` otherwise.
 fn admin<'a>(ctx: &Context<'a>) -> Result<&'a RequestContext> {
-    let context = request_context(ctx);
+    let context = request_context(ctx)?;
     if !context.viewer.admin {
         return Err(ApiError::Forbidden(
             "changing prices and promotions needs an admin viewer".into(),

@@ -4,7 +4,7 @@
 /// How much of the stock picture a channel sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StockVisibility {
-    /// A status, and a quantity only when stock is low ("3 left"): web and mobile shoppers.
+    /// A status, and a quantity only when stock is low ("2 left"): web and mobile shoppers.
     Coarse,
     /// The exact available quantity: B2B buyers planning large orders.
     Exact,
