@@ -230,6 +230,52 @@ async fn preflight(baseline: &Request, edge: &Request) -> Result<(), String> {
     Ok(())
 }
 
+/// One variant's request and what it measured over its segments.
+struct Variant<'a> {
+    name: &'static str,
+    request: &'a Request,
+    figures: Option<Figures>,
+    /// The in-process gateway it targets, whose SQL statements are counted.
+    gateway: Option<&'a gateway::RunningGateway>,
+    statements: u64,
+}
+
+impl<'a> Variant<'a> {
+    fn new(
+        name: &'static str,
+        request: &'a Request,
+        gateway: Option<&'a gateway::RunningGateway>,
+    ) -> Self {
+        Self {
+            name,
+            request,
+            figures: None,
+            gateway,
+            statements: 0,
+        }
+    }
+
+    async fn drive(&mut self, duration: Duration, concurrency: usize) {
+        let before = self.gateway.map(|g| g.sql_statements());
+        let measured = drive(self.name, self.request, duration, concurrency).await;
+        if let (Some(before), Some(gateway)) = (before, self.gateway) {
+            self.statements += gateway.sql_statements() - before;
+        }
+        match &mut self.figures {
+            Some(figures) => figures.merge(measured),
+            None => self.figures = Some(measured),
+        }
+    }
+
+    /// The figures, and SQL statements per request when the gateway is in-process.
+    fn done(self) -> (Figures, Option<f64>) {
+        let figures = self.figures.expect("at least one round");
+        let sent = (figures.requests() + figures.errors).max(1) as f64;
+        let statements = self.gateway.map(|_| self.statements as f64 / sent);
+        (figures, statements)
+    }
+}
+
 /// Percent more than `base`.
 fn percent_over(what: f64, base: f64) -> f64 {
     (what / base.max(f64::EPSILON) - 1.0) * 100.0
@@ -306,26 +352,36 @@ async fn main() {
             let _ = drive("warm-up", &edge, warm, args.concurrency).await;
 
             let segment = Duration::from_secs(args.seconds) / args.rounds;
-            let name_a = "(a) catalog page, anonymous, limits off";
-            let name_b = "(b) catalog page, token, limits on";
-            let mut a: Option<Figures> = None;
-            let mut b: Option<Figures> = None;
+            let gateways = running.as_ref().map(|r| (&r.baseline, &r.edge));
+            let mut a = Variant::new(
+                "(a) catalog page, anonymous, limits off",
+                &baseline,
+                gateways.map(|g| g.0),
+            );
+            let mut b = Variant::new(
+                "(b) catalog page, token, limits on",
+                &edge,
+                gateways.map(|g| g.1),
+            );
             for round in 0..args.rounds {
                 let order = if round % 2 == 0 {
-                    [(&baseline, name_a, &mut a), (&edge, name_b, &mut b)]
+                    [&mut a, &mut b]
                 } else {
-                    [(&edge, name_b, &mut b), (&baseline, name_a, &mut a)]
+                    [&mut b, &mut a]
                 };
-                for (request, name, figures) in order {
-                    let measured = drive(name, request, segment, args.concurrency).await;
-                    match figures {
-                        Some(figures) => figures.merge(measured),
-                        None => *figures = Some(measured),
-                    }
+                for variant in order {
+                    variant.drive(segment, args.concurrency).await;
                 }
             }
-            let (a, b) = (a.expect("one round"), b.expect("one round"));
-            report(&a, &b);
+            let (a, b) = (a.done(), b.done());
+            report(&a.0, &b.0);
+            if let (Some(sa), Some(sb)) = (a.1, b.1) {
+                println!(
+                    "SQL statements per request: (a) {sa:.2}, (b) {sb:.2} (the token's customer \
+                     lookup)"
+                );
+            }
+            let b = b.0;
             refused = b.rate_limited > 0;
             if refused {
                 eprintln!("(b) was refused with 429: its quotas are too low for this load");

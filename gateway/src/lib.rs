@@ -1,20 +1,21 @@
-//! The GraphQL Backend-for-Frontend gateway over the commerce core.
+//! The GraphQL Backend-for-Frontend gateway over the commerce core. One folder (or file) per
+//! duty:
 //!
-//! - [`bus`]: domain events announced after commit (in process for now)
-//! - [`completion`]: response order and null propagation as the spec says
-//! - [`config`]: typed configuration (file + env + flags)
-//! - [`cors`]: browser origins allowed per channel (preflights, `Access-Control-*`)
-//! - [`connections`]: the accept loop: connection cap, header-read and idle timeouts
+//! - [`transport`]: GraphQL over HTTP to the letter of the spec (negotiation, handlers, the
+//!   order of checks for one operation, rendering)
+//! - [`auth`]: tokens (JWT) and the viewer of a request
 //! - [`limits`]: rate limits and query-cost budgets per (channel, client), in process or Redis
-//! - [`log_budget`]: at most a few log lines per request and kind of failure, then a count
-//! - [`metrics`]: Prometheus metrics at `/metrics`; the per-request scope (SQL statements,
-//!   DataLoader batches in the request's span)
-//! - [`response_size`]: the response-size cap (`RESPONSE_TOO_LARGE`)
-//! - [`server`]: routes, middleware, start-up
-//! - [`transport`]: GraphQL over HTTP to the letter of the spec
-//! - [`graphiql`]: the in-browser IDE, its assets embedded (no CDN)
+//! - [`shaping`]: operation size, input checks, persisted operations, stock visibility
+//! - [`errors`]: every error code, how core errors map to them
 //! - [`graphql`]: the schema, one module per domain
-//! - [`shaping`]: what each channel may see
+//! - [`completion`]: response order and null propagation as the spec says
+//! - [`server`]: routes, middleware, start-up; [`connections`]: the accept loop (connection
+//!   cap, header-read and idle timeouts); [`cors`]: browser origins per channel
+//! - [`metrics`]: Prometheus metrics at `/metrics` and the per-request scope; [`log_budget`]:
+//!   bounded log lines per request; [`response_size`]: the response-size cap
+//! - [`bus`]: domain events announced after commit (in process for now)
+//! - [`config`]: typed configuration (file + env + flags); [`graphiql`]: the in-browser IDE,
+//!   its assets embedded (no CDN)
 
 pub mod auth;
 pub mod bus;
@@ -22,6 +23,7 @@ pub mod completion;
 pub mod config;
 pub mod connections;
 pub mod cors;
+pub mod errors;
 pub mod graphiql;
 pub mod graphql;
 pub mod limits;

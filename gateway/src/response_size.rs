@@ -56,7 +56,9 @@ impl Write for CappedBuffer {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.bytes.len() + buf.len() > self.max_bytes {
             self.over = true;
-            return Err(std::io::Error::other("response over http.max_response_bytes"));
+            return Err(std::io::Error::other(
+                "response over http.max_response_bytes",
+            ));
         }
         self.bytes.extend_from_slice(buf);
         Ok(buf.len())

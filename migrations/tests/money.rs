@@ -593,9 +593,11 @@ async fn text_that_cannot_be_stored_exactly_stops_the_migration_and_changes_noth
                 && err.contains("price_list_entry.amount of id 8 (\"-2\") is negative"),
             "{err}"
         );
+        // Only the initial migration is applied: the money migration (and every later one)
+        // is still pending.
         assert_eq!(
             Migrator::get_pending_migrations(&db).await.unwrap().len(),
-            1
+            Migrator::migrations().len() - 1
         );
         assert_eq!(
             column_text(&db, "SELECT amount FROM price_list_entry ORDER BY id").await,
@@ -639,7 +641,8 @@ async fn down_restores_the_text_schema_and_amounts_exactly() {
             Vec::new()
         };
         fixture(&db).await;
-        Migrator::up(&db, None).await.unwrap();
+        // Up to the money migration only, so `down(Some(1))` reverts exactly it.
+        Migrator::up(&db, Some(1)).await.unwrap();
         Migrator::down(&db, Some(1)).await.unwrap();
         assert_eq!(describe(&db, false).await, before);
         if sqlite {

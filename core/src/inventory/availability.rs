@@ -220,4 +220,125 @@ mod tests {
         assert_eq!(stock_status(5, 5), StockStatus::LowStock);
         assert_eq!(stock_status(6, 5), StockStatus::InStock);
     }
+
+    fn policy(safety_stock: i32, low_stock_threshold: i32, locations: &[i64]) -> ChannelPolicy {
+        use crate::channels::ChannelLocation;
+        use crate::entities::{channel, stock_location};
+        let at = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        ChannelPolicy {
+            channel: channel::Model {
+                id: 1,
+                code: "web".into(),
+                name: "Web".into(),
+                currency: "USD".into(),
+                safety_stock,
+                low_stock_threshold,
+                routing_policy: "fewest_shipments".into(),
+                allocation_strategy: "priority".into(),
+                reservation_ttl_seconds: 900,
+                created_at: at,
+                updated_at: at,
+            },
+            locations: locations
+                .iter()
+                .enumerate()
+                .map(|(i, &id)| ChannelLocation {
+                    location: stock_location::Model {
+                        id,
+                        code: format!("L{id}"),
+                        name: format!("L{id}"),
+                        kind: "warehouse".into(),
+                        region: "us".into(),
+                        latitude: 0.0,
+                        longitude: 0.0,
+                        handling_hours: 24,
+                        cutoff_time: "15:00".into(),
+                        created_at: at,
+                        updated_at: at,
+                    },
+                    priority: i as i32 + 1,
+                })
+                .collect(),
+        }
+    }
+
+    fn level(location_id: i64, on_hand: i32, reserved: i32) -> stock_level::Model {
+        let at = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        stock_level::Model {
+            id: location_id,
+            variant_id: 7,
+            location_id,
+            on_hand,
+            reserved,
+            version: 0,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    fn hold(channel_id: i64, location_id: Option<i64>, quantity: i32) -> stock_hold::Model {
+        let at = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        stock_hold::Model {
+            id: 0,
+            channel_id,
+            variant_id: 7,
+            location_id,
+            quantity,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    proptest::proptest! {
+        /// Without holds, the channel function gives what the gateway computes today.
+        #[test]
+        fn without_holds_it_matches_the_plain_rules(
+            stock in proptest::collection::vec((0..50i32, 0..50i32), 0..4),
+            safety in 0..10i32,
+            threshold in 0..10i32,
+        ) {
+            let levels: Vec<_> = stock
+                .iter()
+                .enumerate()
+                .map(|(i, &(on_hand, reserved))| level(i as i64 + 1, on_hand, reserved))
+                .collect();
+            let policy = policy(safety, threshold, &[1, 2, 3]);
+            let mine: Vec<_> = levels.iter().filter(|l| l.location_id <= 3).collect();
+            let expected = channel_available(mine.iter().map(|l| (l.on_hand, l.reserved)), safety);
+            let status = stock_status(expected, threshold);
+            for view in [StockView::Coarse, StockView::Exact, StockView::PerLocation] {
+                let seen = channel_availability(&policy, view, 7, &levels, &[]);
+                proptest::prop_assert_eq!(seen.available, expected);
+                proptest::prop_assert_eq!(seen.status, status);
+                let shown = view != StockView::Coarse || status == StockStatus::LowStock;
+                proptest::prop_assert_eq!(seen.quantity, shown.then_some(expected));
+                proptest::prop_assert_eq!(seen.locations.len(), mine.len());
+            }
+        }
+    }
+
+    #[test]
+    fn holds_of_other_channels_are_kept_and_own_holds_are_not() {
+        let policy = policy(0, 5, &[1, 2]);
+        let levels = [level(1, 10, 2), level(2, 4, 0), level(3, 3, 0)];
+        // Another channel holds 5 at location 1 and 4 anywhere; location 3 (not ours) covers
+        // 3 of those 4.
+        let holds = [hold(2, Some(1), 5), hold(2, None, 4), hold(1, Some(2), 4)];
+        let seen = channel_availability(&policy, StockView::Exact, 7, &levels, &holds);
+        assert_eq!(seen.locations[0].sellable, 3);
+        assert_eq!(seen.locations[0].held_for_others, 5);
+        assert_eq!(
+            seen.locations[1].sellable, 4,
+            "our own hold does not limit us"
+        );
+        assert_eq!(
+            seen.available, 6,
+            "3 + 4 in reach, 10 everywhere minus 4 held anywhere"
+        );
+        let only_ours = channel_availability(&policy, StockView::Exact, 7, &levels[..2], &holds);
+        assert_eq!(
+            only_ours.available, 3,
+            "without the other level the figure is lower"
+        );
+    }
 }

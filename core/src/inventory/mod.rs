@@ -8,12 +8,12 @@ pub mod service;
 
 pub use allocation::{AllocationStrategy, Candidate, GeoPoint, allocate};
 pub use availability::{
-    ChannelAvailability, LocationAvailability, StockStatus, StockView, channel_available,
-    channel_availability, location_available, stock_status,
+    ChannelAvailability, LocationAvailability, StockStatus, StockView, channel_availability,
+    channel_available, location_available, stock_status,
 };
 pub use service::{
-    Adjustment, Lifetime, Owner, OwnerKind, ReserveRequest, Reserved, StockChange, StockIn,
-    Swept, Transfer, adjust, availability_for_variants, commit_reservation, extend_reservation,
+    Adjustment, Lifetime, Owner, OwnerKind, ReserveRequest, Reserved, StockChange, StockIn, Swept,
+    Transfer, adjust, availability_for_variants, commit_reservation, extend_reservation,
     holds_for_variants, load_policy_by_id, receive, release, release_expired, reservations_of,
     reserve, return_stock, set_hold, transfer,
 };

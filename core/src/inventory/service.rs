@@ -69,7 +69,6 @@ impl StockChange {
         self.levels.sort_by_key(|l| l.id);
         self.movements.push(movement);
     }
-
 }
 
 /// Who owns a reservation: an order or a cart, by reference.
@@ -483,8 +482,8 @@ async fn apply(
     if result.rows_affected != 1 {
         let current = stock_level::Entity::find_by_id(level.id).one(txn).await?;
         let free = current.map_or(0, |l| i64::from(l.on_hand) - i64::from(l.reserved));
-        let requested = i64::from(std::cmp::max(mv.reserved, 0))
-            + i64::from(std::cmp::max(-mv.on_hand, 0));
+        let requested =
+            i64::from(std::cmp::max(mv.reserved, 0)) + i64::from(std::cmp::max(-mv.on_hand, 0));
         return Err(shortage(
             field,
             level.variant_id,
@@ -797,7 +796,11 @@ pub async fn reserve(
         let policy = load_policy_by_id(txn, request.channel_id).await?;
         if let Some(location_id) = request.location_id {
             location(txn, location_id, "location_id").await?;
-            if !policy.locations.iter().any(|l| l.location.id == location_id) {
+            if !policy
+                .locations
+                .iter()
+                .any(|l| l.location.id == location_id)
+            {
                 return Err(CoreError::invalid(
                     "location_id",
                     format!(
@@ -846,8 +849,8 @@ pub async fn reserve(
                 })
             })
             .collect();
-        let plan = allocate(strategy_of(&policy.channel), near, &candidates, quantity)
-            .ok_or_else(|| {
+        let plan = allocate(strategy_of(&policy.channel), near, &candidates, quantity).ok_or_else(
+            || {
                 let there: i64 = candidates.iter().map(|c| c.sellable).sum();
                 shortage(
                     "quantity",
@@ -856,7 +859,8 @@ pub async fn reserve(
                     quantity,
                     std::cmp::min(there, seen.available),
                 )
-            })?;
+            },
+        )?;
         let expires_at = expiry(request.lifetime, &policy.channel, now);
         let mut reserved = Reserved {
             reservations: Vec::new(),
@@ -961,8 +965,8 @@ fn check_unexpired(row: &reservation::Model, now: DateTime<Utc>) -> Result<(), C
 }
 
 /// Moves an active reservation's expiry to `now` + `lifetime` (the channel's TTL for
-/// [`Lifetime::ChannelDefault`]); only its owner may, and only before it expires. A
-/// [`Lifetime::Hard`] turns it into a hard hold.
+/// [`Lifetime::ChannelDefault`]), never earlier than it was; only its owner may, and only
+/// before it expires. A [`Lifetime::Hard`] turns it into a hard hold.
 pub async fn extend_reservation(
     db: &DatabaseConnection,
     reservation_id: i64,
@@ -984,8 +988,11 @@ pub async fn extend_reservation(
             .one(txn)
             .await?
             .ok_or_else(|| not_found("channel", row.channel_id, "reservation_id"))?;
+        // Never earlier than it was: an extension does not shorten a reservation.
+        let expires_at = expiry(lifetime, &channel, now)
+            .map(|at| row.expires_at.map_or(at, |old| std::cmp::max(old, at)));
         let mut active: reservation::ActiveModel = row.into();
-        active.expires_at = Set(expiry(lifetime, &channel, now));
+        active.expires_at = Set(expires_at);
         active.updated_at = Set(now);
         Ok(active.update(txn).await?)
     })
@@ -1206,7 +1213,11 @@ pub async fn set_hold(
     let now = micros(now);
     in_write(db, async |txn| {
         lock_variant(txn, variant_id, "variant_id").await?;
-        if channel::Entity::find_by_id(channel_id).one(txn).await?.is_none() {
+        if channel::Entity::find_by_id(channel_id)
+            .one(txn)
+            .await?
+            .is_none()
+        {
             return Err(not_found("channel", channel_id, "channel_id"));
         }
         if let Some(location_id) = location_id {

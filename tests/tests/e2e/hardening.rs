@@ -8,7 +8,8 @@ use gateway::cors::ChannelCors;
 use serde_json::{Value, json};
 
 const VARIANT: &str = "query($s: String!) { variant(sku: $s) { sku } }";
-const BY_SKUS: &str = "query($s: [String!]) { products(first: 5, filter: {skus: $s}) { nodes { slug } } }";
+const BY_SKUS: &str =
+    "query($s: [String!]) { products(first: 5, filter: {skus: $s}) { nodes { slug } } }";
 const PRODUCT: &str = "query($s: String) { product(slug: $s) { id } }";
 
 #[tokio::test]
@@ -35,13 +36,21 @@ async fn long_skus_and_slugs_are_refused_before_any_sql() {
             let before = app.gateway.sql_statements();
             let reply = client.query(query, variables).await;
             assert_eq!(reply.status, StatusCode::OK);
-            assert_eq!(reply.error_codes(), ["BAD_USER_INPUT"], "{:.300}", reply.body);
+            assert_eq!(
+                reply.error_codes(),
+                ["BAD_USER_INPUT"],
+                "{:.300}",
+                reply.body
+            );
             let error = &reply.body["errors"][0];
             assert_eq!(error["extensions"]["field"], field, "{error}");
             assert_eq!(error["path"], json!([root]), "{error}");
             let message = error["message"].as_str().unwrap();
             assert!(message.contains("at most 200 characters"), "{message}");
-            assert!(!message.contains("XXXXXXXX"), "the input is not echoed: {message}");
+            assert!(
+                !message.contains("XXXXXXXX"),
+                "the input is not echoed: {message}"
+            );
             assert_eq!(reply.body["data"][root], Value::Null);
             assert_eq!(
                 app.gateway.sql_statements() - before,
@@ -84,7 +93,12 @@ async fn responses_over_the_cap_are_replaced_by_response_too_large() {
     let reply = Client::new(app.gateway.url()).query(page, json!({})).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.content_type.starts_with("application/json"));
-    assert_eq!(reply.error_codes(), ["RESPONSE_TOO_LARGE"], "{}", reply.body);
+    assert_eq!(
+        reply.error_codes(),
+        ["RESPONSE_TOO_LARGE"],
+        "{}",
+        reply.body
+    );
     assert!(reply.body.get("data").is_none(), "{}", reply.body);
     let message = reply.body["errors"][0]["message"].as_str().unwrap();
     assert!(message.contains("1024 bytes"), "{message}");
@@ -96,13 +110,23 @@ async fn responses_over_the_cap_are_replaced_by_response_too_large() {
     let reply = client.query(page, json!({})).await;
     assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(reply.content_type, GRAPHQL_RESPONSE_JSON);
-    assert_eq!(reply.error_codes(), ["RESPONSE_TOO_LARGE"], "{}", reply.body);
+    assert_eq!(
+        reply.error_codes(),
+        ["RESPONSE_TOO_LARGE"],
+        "{}",
+        reply.body
+    );
     assert!(reply.body.get("data").is_none());
 
     // Over GET too.
     let (reply, _) = client.get(&[("query", page)]).await;
     assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(reply.error_codes(), ["RESPONSE_TOO_LARGE"], "{}", reply.body);
+    assert_eq!(
+        reply.error_codes(),
+        ["RESPONSE_TOO_LARGE"],
+        "{}",
+        reply.body
+    );
     app.gateway.stop().await.unwrap();
 }
 
@@ -165,7 +189,10 @@ async fn cors_allows_the_origins_a_channel_lists() {
         let headers = answer.headers();
         assert_eq!(headers["access-control-allow-origin"], origin);
         let methods = headers["access-control-allow-methods"].to_str().unwrap();
-        assert!(methods.contains("POST") && methods.contains("GET"), "{methods}");
+        assert!(
+            methods.contains("POST") && methods.contains("GET"),
+            "{methods}"
+        );
         let allowed = headers["access-control-allow-headers"].to_str().unwrap();
         for name in ["content-type", "authorization", "x-channel"] {
             assert!(allowed.contains(name), "{allowed}");
@@ -281,7 +308,11 @@ async fn cross_site_simple_requests_never_reach_the_executor() {
             "multipart/form-data; boundary=x",
         ] {
             let reply = client.post_raw(content_type, mutation.clone()).await;
-            assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type}");
+            assert_eq!(
+                reply.status,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{content_type}"
+            );
             assert_eq!(reply.error_codes(), ["UNSUPPORTED_MEDIA_TYPE"]);
         }
     }

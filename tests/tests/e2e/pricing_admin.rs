@@ -1328,7 +1328,7 @@ async fn an_extreme_quantity_rule_is_refused_and_never_fails_a_shopper() {
         );
         let extensions = &reply.body["errors"][0]["extensions"];
         assert_eq!(extensions["nearestBelow"], 1, "{}", reply.text);
-        assert_eq!(extensions.get("nearestAbove"), None, "{}", reply.text);
+        assert_eq!(extensions["nearestAbove"], Value::Null, "{}", reply.text);
     }
     assert_eq!(
         dec(&anonymous_price(&app, &sku, 1).await["listUnitPrice"]),

@@ -1,0 +1,197 @@
+//! The viewer of a request: the verified token's claims and channel, or an anonymous viewer of
+//! the `X-Channel` channel; then the channel policy, the token's customer and store.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use commerce_core::CoreError;
+use commerce_core::channels::{self, ChannelPolicy};
+use commerce_core::pricing::load::customer_by_email;
+
+use super::tokens::{AuthError, Claims, Role, bearer_token};
+use crate::graphql::Viewer;
+use crate::graphql::errors::code;
+use crate::server::AppState;
+use crate::transport::{CHANNEL_HEADER, DEFAULT_CHANNEL, ResponseMedia, request_error};
+
+/// Why a request was refused before execution: a request error with its code (its status
+/// follows from the code: [`crate::errors::request_status`]).
+pub(crate) struct Refusal {
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    pub(crate) fn unauthenticated(message: impl Into<String>) -> Self {
+        Self {
+            code: code::UNAUTHENTICATED,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
+        Self {
+            code: code::FORBIDDEN,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn internal() -> Self {
+        Self {
+            code: code::INTERNAL,
+            message: "internal error".to_owned(),
+        }
+    }
+
+    pub(crate) fn into_response(self, media: ResponseMedia) -> Response {
+        let status =
+            crate::errors::request_status(self.code, media == ResponseMedia::GraphqlResponseJson);
+        let mut response = request_error(status, media, self.code, &self.message);
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
+        response
+    }
+}
+
+/// The channel named by `X-Channel`, if the header is there.
+pub(crate) fn header_channel(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
+    // A header that is present but not visible ASCII is refused, never read as the default.
+    match headers.get(CHANNEL_HEADER).map(|v| v.to_str()) {
+        None => Ok(None),
+        Some(Ok(code)) if !code.trim().is_empty() => Ok(Some(code.trim().to_ascii_lowercase())),
+        Some(_) => Err(Refusal {
+            code: code::UNKNOWN_CHANNEL,
+            message: "the X-Channel header must name a channel such as web, mobile, pos or b2b"
+                .to_owned(),
+        }),
+    }
+}
+
+pub(crate) async fn load_channel(state: &AppState, code: &str) -> Result<ChannelPolicy, Refusal> {
+    match channels::load_channel_policy(&state.db, code).await {
+        Ok(policy) => Ok(policy),
+        Err(CoreError::NotFound { .. }) => {
+            let known = channels::list_channels(&state.db)
+                .await
+                .map(|all| {
+                    all.into_iter()
+                        .map(|c| c.code)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            Err(Refusal {
+                code: code::UNKNOWN_CHANNEL,
+                message: format!("unknown channel {code:?}; known channels: {known}"),
+            })
+        }
+        Err(err) => {
+            tracing::error!(error = %err, channel = %code, "loading the channel failed");
+            Err(Refusal::internal())
+        }
+    }
+}
+
+/// The channel and viewer of a request: from a verified bearer token when there is one (its
+/// channel is the request's channel), else an anonymous viewer of the `X-Channel` channel.
+/// Who claims to ask, and on which channel: the verified token's claims and channel, or the
+/// `X-Channel` channel (default `web`) of an anonymous request. No database work.
+pub(crate) fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<(String, Option<Claims>), Refusal> {
+    let named = header_channel(headers)?;
+    let claims = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(value) => {
+            let text = value
+                .to_str()
+                .map_err(|_| Refusal::unauthenticated(AuthError::Malformed.to_string()))?;
+            let token =
+                bearer_token(text).map_err(|err| Refusal::unauthenticated(err.to_string()))?;
+            Some(
+                state
+                    .auth
+                    .verify(token)
+                    .map_err(|err| Refusal::unauthenticated(err.to_string()))?,
+            )
+        }
+    };
+    let Some(claims) = claims else {
+        return Ok((named.unwrap_or_else(|| DEFAULT_CHANNEL.to_owned()), None));
+    };
+    if let Some(named) = named
+        && named != claims.channel
+    {
+        return Err(Refusal::forbidden(format!(
+            "the token is for channel {:?} but X-Channel names {named:?}; drop the header or use a token for that channel",
+            claims.channel
+        )));
+    }
+    Ok((claims.channel.clone(), Some(claims)))
+}
+
+/// The channel policy and viewer of an authenticated request (channel, customer and store
+/// lookups).
+pub(crate) async fn resolve_viewer(
+    state: &AppState,
+    channel: &str,
+    claims: Option<Claims>,
+) -> Result<(ChannelPolicy, Viewer), Refusal> {
+    let policy = load_channel(state, channel).await?;
+    let Some(claims) = claims else {
+        return Ok((policy, Viewer::default()));
+    };
+    let customer = match &claims.customer {
+        None => None,
+        Some(email) => match customer_by_email(&state.db, email).await {
+            Ok(customer) => Some(customer),
+            Err(CoreError::NotFound { .. }) => {
+                return Err(Refusal::unauthenticated(
+                    "the token names a customer that does not exist",
+                ));
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "loading the token's customer failed");
+                return Err(Refusal::internal());
+            }
+        },
+    };
+    let mut store_id = None;
+    match claims.role {
+        Role::Shopper if customer.is_none() => {
+            return Err(Refusal::forbidden("a shopper token must name its customer"));
+        }
+        Role::B2bBuyer if customer.as_ref().and_then(|c| c.company_id).is_none() => {
+            return Err(Refusal::forbidden(
+                "a b2b_buyer token must name a customer who belongs to a company",
+            ));
+        }
+        Role::PosClerk => {
+            let store = claims.store.as_deref().unwrap_or_default();
+            let location = policy
+                .locations
+                .iter()
+                .find(|l| l.location.code == store && l.location.kind == "store")
+                .ok_or_else(|| {
+                    Refusal::forbidden(format!(
+                        "a pos_clerk token must name a store of channel {:?}; {store:?} is not one",
+                        policy.channel.code
+                    ))
+                })?;
+            store_id = Some(location.location.id);
+        }
+        _ => {}
+    }
+    let viewer = Viewer {
+        subject: Some(claims.sub),
+        role: Some(claims.role),
+        customer,
+        store_id,
+        admin: claims.role == Role::Admin,
+    };
+    Ok((policy, viewer))
+}

@@ -1,0 +1,166 @@
+//! The gateway's one place for error codes (`extensions.code`): every code, the mapping from
+//! core errors to codes, and the HTTP status each code answers with when it refuses a whole
+//! request ([`request_status`]); field errors always travel in a 200 with `data`.
+
+use async_graphql::ErrorExtensions;
+use commerce_core::CoreError;
+
+/// Codes every client can branch on; they never change meaning.
+pub mod code {
+    pub const BAD_REQUEST: &str = "BAD_REQUEST";
+    pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
+    pub const FORBIDDEN: &str = "FORBIDDEN";
+    pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
+    pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
+    pub const INTERNAL: &str = "INTERNAL";
+    pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
+    pub const NOT_ACCEPTABLE: &str = "NOT_ACCEPTABLE";
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    pub const PERSISTED_QUERY_NOT_ALLOWED: &str = "PERSISTED_QUERY_NOT_ALLOWED";
+    pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
+    pub const QUANTITY_RULE_VIOLATION: &str = "QUANTITY_RULE_VIOLATION";
+    pub const QUERY_TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
+    pub const RESPONSE_TOO_LARGE: &str = "RESPONSE_TOO_LARGE";
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    pub const UNKNOWN_CHANNEL: &str = "UNKNOWN_CHANNEL";
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "UNSUPPORTED_MEDIA_TYPE";
+}
+
+/// A failure inside a resolver, already classified for the client.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ApiError {
+    /// An argument is malformed or out of range; `field` names the argument path.
+    #[error("invalid {field}: {reason}")]
+    BadUserInput { field: String, reason: String },
+    /// The viewer may not see this field on this channel.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The thing asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// Something failed on our side; details went to the log, never to the client.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn bad_input(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::BadUserInput {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The stable `extensions.code` of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadUserInput { .. } => code::BAD_USER_INPUT,
+            Self::Forbidden(_) => code::FORBIDDEN,
+            Self::NotFound(_) => code::NOT_FOUND,
+            Self::Internal => code::INTERNAL,
+        }
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(err: CoreError) -> Self {
+        match err {
+            CoreError::NotFound { entity, key } => {
+                Self::NotFound(format!("{entity} {key} not found"))
+            }
+            CoreError::InvalidInput { field, reason } => Self::BadUserInput { field, reason },
+            // Provisional mapping of the inventory service's errors (issue 13); the
+            // INSUFFICIENT_STOCK code comes with the inventory API.
+            CoreError::InsufficientStock { ref lines } => Self::BadUserInput {
+                field: lines
+                    .first()
+                    .map_or_else(|| "quantity".to_owned(), |line| line.field.clone()),
+                reason: err.to_string(),
+            },
+            CoreError::Conflict { field, reason } => Self::BadUserInput { field, reason },
+            CoreError::Forbidden { field, reason } => Self::Forbidden(format!("{field}: {reason}")),
+            CoreError::Database(err) => {
+                // Bounded per request: a failing pool fails every loader and resolver at once.
+                crate::log_budget::database_failure(&err);
+                Self::Internal
+            }
+        }
+    }
+}
+
+impl ErrorExtensions for ApiError {
+    fn extend(&self) -> async_graphql::Error {
+        async_graphql::Error::new(self.to_string()).extend_with(|_, ext| {
+            ext.set("code", self.code());
+            if let Self::BadUserInput { field, .. } = self {
+                ext.set("field", field.as_str());
+            }
+        })
+    }
+}
+
+/// Turns core and API results into GraphQL results that carry their code.
+pub trait ApiResultExt<T> {
+    fn api(self) -> async_graphql::Result<T>;
+}
+
+impl<T, E: Into<ApiError>> ApiResultExt<T> for Result<T, E> {
+    fn api(self) -> async_graphql::Result<T> {
+        self.map_err(|err| err.into().extend())
+    }
+}
+
+/// The HTTP status of a request refused with `code` before (or instead of) execution, under
+/// `application/graphql-response+json` (`graphql_response`) or legacy `application/json`.
+/// The spec's rule: a request that cannot run is 4xx under the new media type and 200 for
+/// legacy clients; authentication, permission, rate and transport failures keep their own
+/// status under both.
+pub fn request_status(code: &str, graphql_response: bool) -> axum::http::StatusCode {
+    use axum::http::StatusCode;
+    match code {
+        code::UNAUTHENTICATED => StatusCode::UNAUTHORIZED,
+        code::FORBIDDEN => StatusCode::FORBIDDEN,
+        code::RATE_LIMITED => StatusCode::TOO_MANY_REQUESTS,
+        code::METHOD_NOT_ALLOWED => StatusCode::METHOD_NOT_ALLOWED,
+        code::NOT_ACCEPTABLE => StatusCode::NOT_ACCEPTABLE,
+        code::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        code::BAD_REQUEST => StatusCode::BAD_REQUEST,
+        code::INTERNAL => StatusCode::INTERNAL_SERVER_ERROR,
+        _ if graphql_response => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    #[test]
+    fn request_statuses_follow_the_spec_and_keep_auth_rate_and_transport_statuses() {
+        assert_eq!(
+            request_status(code::UNKNOWN_CHANNEL, true),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(request_status(code::UNKNOWN_CHANNEL, false), StatusCode::OK);
+        assert_eq!(
+            request_status(code::QUERY_TOO_COMPLEX, true),
+            StatusCode::BAD_REQUEST
+        );
+        for graphql_response in [true, false] {
+            assert_eq!(
+                request_status(code::UNAUTHENTICATED, graphql_response),
+                StatusCode::UNAUTHORIZED
+            );
+            assert_eq!(
+                request_status(code::RATE_LIMITED, graphql_response),
+                StatusCode::TOO_MANY_REQUESTS
+            );
+            assert_eq!(
+                request_status(code::INTERNAL, graphql_response),
+                StatusCode::INTERNAL_SERVER_ERROR
+            );
+        }
+    }
+}
