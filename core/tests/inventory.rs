@@ -693,6 +693,27 @@ async fn holds_keep_units_from_other_channels_and_strategies_choose_locations() 
             .await
             .unwrap();
         assert_eq!(seen[0].available, 4);
+        // A channel allocating by distance takes from the location nearest to the point,
+        // though its first-priority location has stock too.
+        inventory::receive(&db, &stock_in(v, fx.locations[0], 2), t0())
+            .await
+            .unwrap();
+        let mut web: channel::ActiveModel = policy.channel.clone().into();
+        web.allocation_strategy = Set("nearest".into());
+        web.update(&db).await.unwrap();
+        let mut near_west = reserve_request(v, fx.channels[0], 1, "near", Lifetime::ChannelDefault);
+        near_west.near = Some(inventory::GeoPoint {
+            latitude: 36.5,
+            longitude: -91.0,
+        });
+        let reserved = inventory::reserve(&db, &near_west, t0()).await.unwrap();
+        assert_eq!(reserved.reservations[0].location_id, fx.locations[1]);
+        near_west.near = Some(inventory::GeoPoint {
+            latitude: 95.0,
+            longitude: 0.0,
+        });
+        let err = inventory::reserve(&db, &near_west, t0()).await.unwrap_err();
+        assert_eq!(field_of(&err), "near.latitude");
         check_invariants(&db).await.unwrap();
     })
     .await;

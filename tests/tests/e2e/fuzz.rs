@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 /// The default seed: every run sends the same requests unless `FUZZ_SEED` says otherwise.
 const DEFAULT_SEED: u64 = 0x5EED_0012_0008;
 /// Requests of the default run.
-const DEFAULT_CASES: usize = 3000;
+const DEFAULT_CASES: usize = 6000;
 /// Requests between two health checks.
 const BATCH: usize = 100;
 /// Requests in flight at once.
@@ -278,7 +278,11 @@ fn generate(seed: u64, index: usize, ctx: &Context) -> Case {
             case.body = Some(mistyped_body(&mut rng).into_bytes());
             None
         }
-        23..=45 => {
+        42..=45 => {
+            case.kind = "admin writes";
+            Some(admin_payload(&mut rng))
+        }
+        23..=41 => {
             case.kind = "mutated document";
             let mut payload = template_payload(&mut rng);
             let doc = payload.query.take().unwrap_or_default();
@@ -320,19 +324,25 @@ fn generate(seed: u64, index: usize, ctx: &Context) -> Case {
     // How it travels: a JSON body (mostly), or a query string.
     if let Some(mut payload) = payload {
         payload.query = payload.query.map(known_issue_guard);
-        let fits_a_url = payload.len() < 12_000;
-        if case.method == Method::GET || (fits_a_url && rng.chance(25)) {
-            if case.method == Method::POST {
+        // URLs stay well under the 64 KiB a URI may have (longer ones travel as bodies).
+        let query = (case.method == Method::GET || rng.chance(25))
+            .then(|| payload.to_query_string(&mut rng))
+            .filter(|query| query.len() <= 30_000);
+        match query {
+            Some(query) => {
                 case.method = Method::GET;
+                case.target = format!("{}?{query}", case.target);
             }
-            let query = payload.to_query_string(&mut rng);
-            let path = case.target.clone();
-            case.target = format!("{path}?{query}");
-        } else {
-            case.body = Some(payload.to_json().into_bytes());
+            None => case.body = Some(payload.to_json().into_bytes()),
         }
     }
     headers(&mut rng, &mut case, ctx);
+    if case.kind == "admin writes" {
+        // Writes need an admin; they run on web, eight at a time with everything else.
+        let token = format!("Bearer {}", ctx.tokens[0]).into_bytes();
+        case.set_header("authorization", token);
+        case.headers.retain(|(name, _)| *name != "x-channel");
+    }
     case
 }
 
@@ -378,18 +388,6 @@ impl Payload {
             query: Some(query),
             ..Self::default()
         }
-    }
-
-    fn len(&self) -> usize {
-        [
-            &self.query,
-            &self.variables,
-            &self.operation_name,
-            &self.extensions,
-        ]
-        .iter()
-        .map(|part| part.as_ref().map_or(0, String::len))
-        .sum()
     }
 
     fn to_json(&self) -> String {
@@ -781,20 +779,38 @@ fn ascii_text(rng: &mut Rng, len: usize) -> String {
 /// An id or cursor as the gateway spells them (base64url of `Kind:number` or
 /// `cursor:<sort>:<id>[:<key>]`), around odd numbers and keys: NULs, huge numbers, long text.
 fn forged_id(rng: &mut Rng) -> String {
-    let tag = *rng.pick(&[
-        "cursor:product:",
-        "cursor:name:",
-        "cursor:price_asc:",
-        "cursor:price_desc:",
-        "Product:",
-        "Variant:",
-        "Category:",
-        "StockLocation:",
-        "PriceList:",
-        "Promotion:",
-        "cursor:",
-        "",
-    ]);
+    forged(rng, None)
+}
+
+/// A cursor for a listing in `sort` order, mostly with that order's tag.
+fn forged_cursor(rng: &mut Rng, sort: &str) -> String {
+    let tag = match sort {
+        "NAME" => "cursor:name:",
+        "PRICE_ASC" => "cursor:price_asc:",
+        "PRICE_DESC" => "cursor:price_desc:",
+        _ => "cursor:product:",
+    };
+    let tag = rng.chance(80).then_some(tag);
+    forged(rng, tag)
+}
+
+fn forged(rng: &mut Rng, tag: Option<&str>) -> String {
+    let tag = tag.unwrap_or_else(|| {
+        *rng.pick(&[
+            "cursor:product:",
+            "cursor:name:",
+            "cursor:price_asc:",
+            "cursor:price_desc:",
+            "Product:",
+            "Variant:",
+            "Category:",
+            "StockLocation:",
+            "PriceList:",
+            "Promotion:",
+            "cursor:",
+            "",
+        ])
+    });
     let id = *rng.pick(&[
         "1",
         "2",
@@ -810,11 +826,11 @@ fn forged_id(rng: &mut Rng) -> String {
         "abc",
         "",
     ]);
-    let key = match rng.below(12) {
+    let key = match rng.below(14) {
         0 => String::new(),
         1 => ":".to_owned(),
         2 => ":-".to_owned(),
-        3 => ":a\0b".to_owned(),
+        3 | 12 | 13 => format!(":{}\0{}", ascii_text(rng, 2), ascii_text(rng, 2)),
         4 => format!(":{}", unicode_text(rng, 30)),
         5 => format!(":{}", "x".repeat(rng.size(10_000))),
         6 => ":99999999999999999999999999999".to_owned(),
@@ -1199,7 +1215,7 @@ fn crafted_payload(rng: &mut Rng) -> Payload {
                 4 => {
                     let sort = *rng.pick(&["ID", "NAME", "PRICE_ASC", "PRICE_DESC"]);
                     let after = if rng.chance(50) {
-                        format!("\"{}\"", forged_id(rng))
+                        format!("\"{}\"", forged_cursor(rng, sort))
                     } else {
                         s
                     };
@@ -1389,10 +1405,11 @@ fn variables_payload(rng: &mut Rng) -> Payload {
         "query Q($q: Int) { variant(sku: \"TS-0001-M\") { price(quantity: $q) { unitPrice } } }",
         "query T($t: Boolean!) { channel @include(if: $t) { code } }",
         "query I($id: ID) { product(id: $id) { name } }",
-        "query S($after: String, $sort: ProductSort!) { products(first: 5, after: $after, sort: $sort) { nodes { id } } }",
+        LISTING,
         "mutation E($list: ID!, $entries: [PriceEntryInput!]!) { setPriceEntries(priceList: $list, entries: $entries) { sku } }",
         "mutation C($input: CreatePriceListInput!) { createPriceList(input: $input) { id } }",
     ];
+    const LISTING: &str = "query S($after: String, $sort: ProductSort!) { products(first: 5, after: $after, sort: $sort) { nodes { id } } }";
     const KEYS: &[&str] = &[
         "after",
         "slug",
@@ -1417,12 +1434,13 @@ fn variables_payload(rng: &mut Rng) -> Payload {
     let variables = match rng.below(7) {
         0 => random_json(rng, 4),
         6 => {
-            // Forged ids and cursors.
-            let sort = *rng.pick(&["ID", "NAME", "PRICE_ASC", "PRICE_DESC"]);
+            // Forged ids and cursors, for the listing that takes them.
+            payload.query = Some(LISTING.to_owned());
+            let sort = *rng.pick(&["ID", "NAME", "NAME", "NAME", "PRICE_ASC", "PRICE_DESC"]);
             let id = forged_id(rng);
             format!(
                 "{{\"after\":\"{}\",\"sort\":\"{sort}\",\"id\":\"{id}\",\"slug\":\"{id}\"}}",
-                forged_id(rng)
+                forged_cursor(rng, sort)
             )
         }
         1 => {
@@ -1513,6 +1531,167 @@ fn variables_payload(rng: &mut Rng) -> Payload {
         payload.operation_name = Some(random_json(rng, 1));
     }
     payload
+}
+
+/// Admin mutations with hostile values: codes, currencies, decimals, dates, ids and numbers
+/// at and past their limits, sometimes of the wrong JSON type; ids of lists and promotions
+/// that exist (the demo's and those created here) or not.
+fn admin_payload(rng: &mut Rng) -> Payload {
+    // How often a value is hostile: never on some writes (they should succeed), often on others.
+    let wild = if rng.chance(40) { 0 } else { 35 };
+    let text = |rng: &mut Rng| -> Value {
+        if !rng.chance(wild) {
+            return json!(format!("fuzz-{}", rng.below(1_000_000)));
+        }
+        match rng.below(7) {
+            0 => json!(format!("fuzz-{}", rng.below(20))),
+            1 => json!(unicode_text(rng, 40)),
+            2 => json!("x".repeat(rng.size(10_000))),
+            3 => json!(""),
+            4 => json!("  padded  "),
+            5 => json!(format!("a{}b", '\0')),
+            _ => json!(ascii_text(rng, 12)),
+        }
+    };
+    let decimal = |rng: &mut Rng| -> Value {
+        if !rng.chance(wild) {
+            return json!(*rng.pick(&["17.5", "15", "3", "0.0001", "9.99"]));
+        }
+        match rng.below(6) {
+            0 => json!(1.5),
+            1 => json!("9".repeat(rng.size(5_000).max(1))),
+            _ => json!(*rng.pick(&[
+                "0",
+                "-1",
+                "0.00001",
+                "1e3",
+                "+1",
+                " 1",
+                "1_000",
+                "NaN",
+                "١٢",
+                "99999999999999999999.9999",
+                "79228162514264337593543950335",
+                "100.0001",
+                "",
+            ])),
+        }
+    };
+    let date = |rng: &mut Rng| -> Value {
+        if !rng.chance(wild) {
+            return Value::Null;
+        }
+        json!(*rng.pick(&[
+            "2027-09-01T00:00:00Z",
+            "2020-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "0000-01-01T00:00:00Z",
+            "2027-02-30T00:00:00Z",
+            "+275760-09-13T00:00:00Z",
+            "2027-09-01T00:00:00+25:00",
+            "1970-01-01T00:00:00.123456789Z",
+            "2027-09-01",
+            "now",
+            "",
+        ]))
+    };
+    let int = |rng: &mut Rng, lo: usize, hi: usize| -> Value {
+        if !rng.chance(wild) {
+            return json!(rng.between(lo, hi));
+        }
+        let n: i64 = *rng.pick(&[
+            0,
+            -1,
+            1_000_000,
+            1_000_001,
+            i64::from(i32::MAX),
+            i64::from(i32::MIN),
+            i64::from(i32::MAX) + 1,
+            i64::MAX,
+        ]);
+        json!(n)
+    };
+    let id = |rng: &mut Rng, kind: &str| -> Value {
+        if !rng.chance(wild) || rng.chance(50) {
+            json!(base64(format!("{kind}:{}", rng.between(1, 12)).as_bytes()))
+        } else {
+            json!(forged_id(rng))
+        }
+    };
+    let sku = |rng: &mut Rng| -> Value {
+        if !rng.chance(wild) || rng.chance(50) {
+            json!(*rng.pick(&["TS-0001-M", "HD-0002-L", "PP-0012-P1", "NOPE-1"]))
+        } else {
+            text(rng)
+        }
+    };
+    let (doc, variables) = match rng.below(8) {
+        0 => (
+            "mutation($input: CreatePriceListInput!) { createPriceList(input: $input) { id code scope } }",
+            json!({ "input": {
+                "code": text(rng), "name": text(rng),
+                "currency": if rng.chance(wild) {
+                    *rng.pick(&["usd", "EUR", "JPY", "KWD", "", "US", "€€€"])
+                } else {
+                    "USD"
+                },
+                "priority": int(rng, 0, 10), "validFrom": date(rng), "validUntil": date(rng),
+            } }),
+        ),
+        1 => {
+            let entries: Vec<Value> = (0..rng.size(120).max(1))
+                .map(|_| json!({ "sku": sku(rng), "minQuantity": int(rng, 1, 100), "amount": decimal(rng) }))
+                .collect();
+            (
+                "mutation($list: ID!, $entries: [PriceEntryInput!]!) { setPriceEntries(priceList: $list, entries: $entries) { sku minQuantity amount } }",
+                json!({ "list": id(rng, "PriceList"), "entries": entries }),
+            )
+        }
+        2 => (
+            "mutation($list: ID!, $input: QuantityRuleInput!) { setQuantityRule(priceList: $list, input: $input) { sku minQuantity maxQuantity increment } }",
+            json!({ "list": id(rng, "PriceList"), "input": {
+                "sku": sku(rng), "minQuantity": int(rng, 1, 10), "maxQuantity": int(rng, 10, 100),
+                "increment": int(rng, 1, 5),
+            } }),
+        ),
+        3 => (
+            "mutation($input: CreatePromotionInput!) { createPromotion(input: $input) { id code } }",
+            json!({ "input": {
+                "code": text(rng), "name": text(rng), "discount": "PERCENT_OFF",
+                "target": if rng.chance(wild) { *rng.pick(&["VARIANT", "PRODUCT", "CATEGORY"]) } else { "ALL" },
+                "targetId": if rng.chance(wild) { id(rng, "Variant") } else { Value::Null },
+                "value": decimal(rng), "minQuantity": int(rng, 1, 10), "startsAt": date(rng),
+                "endsAt": date(rng), "stackable": rng.chance(50), "priority": int(rng, 0, 10),
+            } }),
+        ),
+        4 => (
+            "mutation($id: ID!, $input: UpdatePromotionInput!) { updatePromotion(id: $id, input: $input) { id value } }",
+            json!({ "id": id(rng, "Promotion"), "input": {
+                "startsAt": date(rng), "endsAt": date(rng), "priority": int(rng, 0, 10),
+                "active": rng.chance(50),
+            } }),
+        ),
+        5 => (
+            "mutation($id: ID!, $input: UpdatePriceListInput!) { updatePriceList(id: $id, input: $input) { id priority } }",
+            json!({ "id": id(rng, "PriceList"), "input": {
+                "name": text(rng), "priority": int(rng, 0, 10), "validFrom": date(rng),
+                "validUntil": date(rng), "active": rng.chance(50),
+            } }),
+        ),
+        6 => (
+            "mutation($list: ID!, $sku: String!, $min: Int!) { removePriceEntry(priceList: $list, sku: $sku, minQuantity: $min) { sku } }",
+            json!({ "list": id(rng, "PriceList"), "sku": sku(rng), "min": int(rng, 1, 12) }),
+        ),
+        _ => (
+            "mutation($list: ID!, $sku: String!) { removeQuantityRule(priceList: $list, sku: $sku) { sku } }",
+            json!({ "list": id(rng, "PriceList"), "sku": sku(rng) }),
+        ),
+    };
+    Payload {
+        query: Some(doc.to_owned()),
+        variables: Some(variables.to_string()),
+        ..Payload::default()
+    }
 }
 
 /// Random JSON text: every type, nested up to `depth`.
@@ -1853,36 +2032,40 @@ fn other_route(rng: &mut Rng, case: &mut Case) {
 /// Headers for every case: mostly sensible, with hostile ones mixed in (and on the
 /// "hostile headers" cases, mostly hostile).
 fn headers(rng: &mut Rng, case: &mut Case, ctx: &Context) {
-    let hostile = case.kind == "hostile headers";
-    let rate = |normal: u64| if hostile { 70 } else { normal };
+    // On "hostile headers" cases one or two headers are hostile and the others sensible, so
+    // a hostile value gets past the others to the code that reads it.
+    let mut wild = [false; 5];
+    if case.kind == "hostile headers" {
+        for _ in 0..rng.between(1, 2) {
+            wild[rng.below(wild.len())] = true;
+        }
+    }
+    let [content, channel, auth, accepts, request_id] = wild;
     if case.body.is_some() {
-        let content_type = if rng.chance(if hostile { 50 } else { 8 }) {
+        let value = if content || rng.chance(8) {
             content_type(rng)
         } else {
             b"application/json".to_vec()
         };
-        case.set_header("content-type", content_type);
+        case.set_header("content-type", value);
     }
-    if rng.chance(rate(25)) {
-        let value = if hostile {
-            channel_header(rng)
-        } else {
-            rng.pick(&["web", "b2b", "mobile", "pos", "WEB"])
-                .as_bytes()
-                .to_vec()
-        };
+    if channel {
+        let value = channel_header(rng);
         case.set_header("x-channel", value);
+    } else if rng.chance(25) {
+        let value = rng.pick(&["web", "b2b", "mobile", "pos", "WEB"]);
+        case.set_header("x-channel", value.as_bytes().to_vec());
     }
-    if rng.chance(rate(15)) {
-        let value = if hostile || rng.chance(30) {
+    if auth || rng.chance(15) {
+        let value = if auth || rng.chance(30) {
             authorization(rng, ctx)
         } else {
             format!("Bearer {}", rng.pick(&ctx.tokens)).into_bytes()
         };
         case.set_header("authorization", value);
     }
-    if rng.chance(rate(20)) {
-        let value = if hostile || rng.chance(20) {
+    if accepts || rng.chance(20) {
+        let value = if accepts || rng.chance(20) {
             accept(rng)
         } else {
             rng.pick(&["application/json", GRAPHQL_RESPONSE_JSON, "*/*"])
@@ -1891,7 +2074,7 @@ fn headers(rng: &mut Rng, case: &mut Case, ctx: &Context) {
         };
         case.set_header("accept", value);
     }
-    if hostile && rng.chance(15) {
+    if request_id {
         let id = header_text(rng, 200);
         case.set_header("x-request-id", id);
     }
@@ -2039,7 +2222,7 @@ fn authorization(rng: &mut Rng, ctx: &Context) -> Vec<u8> {
                 }
             }
         }
-        4 => signed_weird_claims(rng, ctx),
+        4 | 8 | 9 => signed_weird_claims(rng, ctx),
         5 => {
             // Readable segments of random JSON.
             let header = if rng.chance(50) {
@@ -2085,8 +2268,12 @@ fn signed_weird_claims(rng: &mut Rng, ctx: &Context) -> String {
     let role = *rng.pick(&Role::ALL);
     let mut claims = ctx.auth.claims("web", role, None, None, Some(600));
     let odd = |rng: &mut Rng| -> String {
-        match rng.below(6) {
+        match rng.below(7) {
             0 => format!("a{}b", '\0'),
+            6 => format!(
+                "{}\0",
+                rng.pick(&["shopper@example.com", "web", "STORE-MALL"])
+            ),
             1 => unicode_text(rng, 30),
             2 => "x".repeat(rng.size(10_000)),
             3 => String::new(),
@@ -2485,7 +2672,8 @@ async fn generated_malformed_requests_never_break_the_gateway() {
     let started = Instant::now();
     let mut failures: Vec<String> = Vec::new();
     let mut by_reason: BTreeMap<String, usize> = BTreeMap::new();
-    let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+    // Per kind: requests, and answers that carry data (the operation ran).
+    let mut by_kind: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     let mut by_status: BTreeMap<u16, usize> = BTreeMap::new();
     let mut by_code: BTreeMap<String, usize> = BTreeMap::new();
     let mut with_data = 0;
@@ -2526,7 +2714,7 @@ async fn generated_malformed_requests_never_break_the_gateway() {
         results.sort_by_key(|(i, _, _)| *i);
         for (i, outcome, took) in results {
             let case = &cases[i];
-            *by_kind.entry(case.kind).or_default() += 1;
+            by_kind.entry(case.kind).or_default().0 += 1;
             if took > slowest.0 {
                 slowest = (took, case.index);
             }
@@ -2536,6 +2724,7 @@ async fn generated_malformed_requests_never_break_the_gateway() {
                     if let Ok(body) = serde_json::from_slice::<Value>(&answer.body) {
                         if body.get("data").is_some_and(|d| !d.is_null()) {
                             with_data += 1;
+                            by_kind.entry(case.kind).or_default().1 += 1;
                         }
                         for error in body["errors"].as_array().into_iter().flatten() {
                             let code = error["extensions"]["code"].as_str().unwrap_or("-");
@@ -2591,7 +2780,7 @@ async fn generated_malformed_requests_never_break_the_gateway() {
     assert_eq!(ready.status(), StatusCode::OK);
     let _ = std::fs::remove_file(&in_flight_log);
     eprintln!(
-        "fuzz: seed {seed:#x}, {} requests in {:.1} s ({} with data); slowest case {} took {} ms\n  kinds: {by_kind:?}\n  statuses: {by_status:?}\n  codes: {by_code:?}",
+        "fuzz: seed {seed:#x}, {} requests in {:.1} s ({} with data); slowest case {} took {} ms\n  kinds (requests, with data): {by_kind:?}\n  statuses: {by_status:?}\n  codes: {by_code:?}",
         indices.len(),
         elapsed.as_secs_f64(),
         with_data,
