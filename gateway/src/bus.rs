@@ -22,6 +22,37 @@ pub enum Event {
         variant_ids: Vec<i64>,
         promotion_ids: Vec<i64>,
     },
+    /// Stock levels changed (received, adjusted, transferred, reserved, released, swept):
+    /// each level as it is after the change, with its new version.
+    StockChanged { levels: Vec<LevelState> },
+}
+
+/// One stock level after a change: `(variant, location)` with its counts and version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LevelState {
+    pub variant_id: i64,
+    pub location_id: i64,
+    pub on_hand: i32,
+    pub reserved: i32,
+    pub version: i64,
+}
+
+impl Event {
+    /// The event announcing `levels` (`None` when there are none: nothing to announce).
+    pub fn stock_changed(levels: &[commerce_core::entities::stock_level::Model]) -> Option<Self> {
+        (!levels.is_empty()).then(|| Self::StockChanged {
+            levels: levels
+                .iter()
+                .map(|l| LevelState {
+                    variant_id: l.variant_id,
+                    location_id: l.location_id,
+                    on_hand: l.on_hand,
+                    reserved: l.reserved,
+                    version: l.version,
+                })
+                .collect(),
+        })
+    }
 }
 
 /// The in-process event bus; cloning it gives another handle on the same channel.

@@ -35,6 +35,24 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Browser origins allowed per channel (`[cors.channels.<code>] origins`).
     pub cors: crate::cors::CorsConfig,
+    /// The reservation sweeper.
+    pub inventory: InventoryConfig,
+}
+
+/// `[inventory]`: the background sweeper that releases expired reservations.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct InventoryConfig {
+    /// Seconds between two sweeps of expired reservations (1 to 3600).
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for InventoryConfig {
+    fn default() -> Self {
+        Self {
+            sweep_interval_secs: 30,
+        }
+    }
 }
 
 /// `[graphql]`: query shape limits.
@@ -134,6 +152,7 @@ impl Default for Config {
             limits: crate::limits::LimitsConfig::default(),
             redis_url: None,
             cors: crate::cors::CorsConfig::default(),
+            inventory: InventoryConfig::default(),
         }
     }
 }
@@ -273,6 +292,12 @@ impl Config {
             });
         }
         self.limits.validate()?;
+        if !(1..=3600).contains(&self.inventory.sweep_interval_secs) {
+            return Err(ConfigError::Invalid {
+                key: "inventory.sweep_interval_secs",
+                reason: "must be between 1 and 3600".into(),
+            });
+        }
         for (key, value) in [
             ("auth.issuer", &self.auth.issuer),
             ("auth.audience", &self.auth.audience),
@@ -412,6 +437,27 @@ mod tests {
         assert_eq!(config.graphql.default_page_size, 20);
         let err = toml::from_str::<Config>("[graphql]\nmax_pagesize = 5\n").unwrap_err();
         assert!(err.to_string().contains("max_pagesize"), "{err}");
+    }
+
+    #[test]
+    fn the_sweep_interval_is_read_and_validated() {
+        let config: Config = toml::from_str("[inventory]\nsweep_interval_secs = 5\n").unwrap();
+        assert_eq!(config.inventory.sweep_interval_secs, 5);
+        config.validate().unwrap();
+        for bad in [0, 3601] {
+            let mut config = Config::default();
+            config.inventory.sweep_interval_secs = bad;
+            assert!(
+                matches!(
+                    config.validate(),
+                    Err(ConfigError::Invalid {
+                        key: "inventory.sweep_interval_secs",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

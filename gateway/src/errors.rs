@@ -9,9 +9,11 @@ use commerce_core::CoreError;
 pub mod code {
     pub const BAD_REQUEST: &str = "BAD_REQUEST";
     pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
+    pub const CONFLICT: &str = "CONFLICT";
     pub const FORBIDDEN: &str = "FORBIDDEN";
     pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
     pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
+    pub const INSUFFICIENT_STOCK: &str = "INSUFFICIENT_STOCK";
     pub const INTERNAL: &str = "INTERNAL";
     pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
     pub const NOT_ACCEPTABLE: &str = "NOT_ACCEPTABLE";
@@ -33,6 +35,17 @@ pub enum ApiError {
     /// An argument is malformed or out of range; `field` names the argument path.
     #[error("invalid {field}: {reason}")]
     BadUserInput { field: String, reason: String },
+    /// The thing changed is in a state that refuses the change (a reservation already
+    /// released or expired); `field` names the input.
+    #[error("{reason}")]
+    Conflict { field: String, reason: String },
+    /// Not enough stock: one line per shortfall, each with what was asked and what is
+    /// available (`extensions.shortages`).
+    #[error("{message}")]
+    InsufficientStock {
+        message: String,
+        lines: Vec<commerce_core::error::StockShortage>,
+    },
     /// The viewer may not see this field on this channel.
     #[error("{0}")]
     Forbidden(String),
@@ -56,6 +69,8 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::BadUserInput { .. } => code::BAD_USER_INPUT,
+            Self::Conflict { .. } => code::CONFLICT,
+            Self::InsufficientStock { .. } => code::INSUFFICIENT_STOCK,
             Self::Forbidden(_) => code::FORBIDDEN,
             Self::NotFound(_) => code::NOT_FOUND,
             Self::Internal => code::INTERNAL,
@@ -70,15 +85,11 @@ impl From<CoreError> for ApiError {
                 Self::NotFound(format!("{entity} {key} not found"))
             }
             CoreError::InvalidInput { field, reason } => Self::BadUserInput { field, reason },
-            // Provisional mapping of the inventory service's errors (issue 13); the
-            // INSUFFICIENT_STOCK code comes with the inventory API.
-            CoreError::InsufficientStock { ref lines } => Self::BadUserInput {
-                field: lines
-                    .first()
-                    .map_or_else(|| "quantity".to_owned(), |line| line.field.clone()),
-                reason: err.to_string(),
+            CoreError::InsufficientStock { ref lines } => Self::InsufficientStock {
+                message: err.to_string(),
+                lines: lines.clone(),
             },
-            CoreError::Conflict { field, reason } => Self::BadUserInput { field, reason },
+            CoreError::Conflict { field, reason } => Self::Conflict { field, reason },
             CoreError::Forbidden { field, reason } => Self::Forbidden(format!("{field}: {reason}")),
             CoreError::Database(err) => {
                 // Bounded per request: a failing pool fails every loader and resolver at once.
@@ -93,8 +104,58 @@ impl ErrorExtensions for ApiError {
     fn extend(&self) -> async_graphql::Error {
         async_graphql::Error::new(self.to_string()).extend_with(|_, ext| {
             ext.set("code", self.code());
-            if let Self::BadUserInput { field, .. } = self {
-                ext.set("field", field.as_str());
+            match self {
+                Self::BadUserInput { field, .. } | Self::Conflict { field, .. } => {
+                    ext.set("field", field.as_str());
+                }
+                Self::InsufficientStock { lines, .. } => {
+                    if let Some(first) = lines.first() {
+                        ext.set("field", first.field.as_str());
+                    }
+                    let shortages: Vec<async_graphql::Value> = lines
+                        .iter()
+                        .map(|line| {
+                            let mut map = async_graphql::indexmap::IndexMap::new();
+                            map.insert(
+                                async_graphql::Name::new("field"),
+                                async_graphql::Value::from(line.field.as_str()),
+                            );
+                            map.insert(
+                                async_graphql::Name::new("variantId"),
+                                async_graphql::Value::from(
+                                    crate::graphql::ids::encode_id(
+                                        crate::graphql::ids::Kind::Variant,
+                                        line.variant_id,
+                                    )
+                                    .to_string(),
+                                ),
+                            );
+                            map.insert(
+                                async_graphql::Name::new("locationId"),
+                                line.location_id.map_or(async_graphql::Value::Null, |id| {
+                                    async_graphql::Value::from(
+                                        crate::graphql::ids::encode_id(
+                                            crate::graphql::ids::Kind::StockLocation,
+                                            id,
+                                        )
+                                        .to_string(),
+                                    )
+                                }),
+                            );
+                            map.insert(
+                                async_graphql::Name::new("requested"),
+                                async_graphql::Value::from(line.requested),
+                            );
+                            map.insert(
+                                async_graphql::Name::new("available"),
+                                async_graphql::Value::from(line.available),
+                            );
+                            async_graphql::Value::Object(map)
+                        })
+                        .collect();
+                    ext.set("shortages", shortages);
+                }
+                _ => {}
             }
         })
     }

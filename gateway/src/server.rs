@@ -377,6 +377,9 @@ pub struct RunningGateway {
     pub generated_secret: bool,
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
+    /// The reservation sweeper ([`sweep_reservations`]) and what stops it.
+    sweeper_stop: oneshot::Sender<()>,
+    sweeper: JoinHandle<()>,
 }
 
 impl AppState {
@@ -404,7 +407,9 @@ impl RunningGateway {
     /// holds all data afterwards.
     pub async fn stop(self) -> std::io::Result<()> {
         let _ = self.shutdown.send(());
+        let _ = self.sweeper_stop.send(());
         let served = self.task.await.unwrap_or(Ok(()));
+        let _ = self.sweeper.await;
         let closed = db::close(&self.state.db).await;
         served?;
         closed.map_err(|err| std::io::Error::other(format!("closing the database: {err}")))
@@ -483,6 +488,13 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
         })
         .await
     });
+    let (sweeper_stop, stop_sweeping) = oneshot::channel::<()>();
+    let sweeper = tokio::spawn(sweep_reservations(
+        state.db.clone(),
+        state.bus.clone(),
+        std::time::Duration::from_secs(config.inventory.sweep_interval_secs),
+        stop_sweeping,
+    ));
     Ok(RunningGateway {
         addr,
         state,
@@ -490,7 +502,48 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
         generated_secret: generated_secret.is_some(),
         shutdown,
         task,
+        sweeper_stop,
+        sweeper,
     })
+}
+
+/// Every `interval` until `stop` fires (or its sender is dropped): releases the reservations
+/// that have expired ([`commerce_core::inventory::release_expired`], a batch at a time) and
+/// announces the released levels on the bus. A failed sweep is logged and retried at the next
+/// tick.
+async fn sweep_reservations(
+    db: sea_orm::DatabaseConnection,
+    bus: crate::bus::EventBus,
+    interval: std::time::Duration,
+    mut stop: oneshot::Receiver<()>,
+) {
+    use commerce_core::inventory::{release_expired, service::MAX_SWEEP};
+    // The first sweep one interval after start, not at once.
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = ticks.tick() => {}
+        }
+        // Several batches when many expired at once; each is its own transaction.
+        loop {
+            match release_expired(&db, chrono::Utc::now(), MAX_SWEEP).await {
+                Ok(swept) => {
+                    if let Some(event) = crate::bus::Event::stock_changed(&swept.change.levels) {
+                        bus.publish(event);
+                    }
+                    if (swept.reservations.len() as u64) < MAX_SWEEP {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "sweeping expired reservations failed");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,9 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+/// Longest accepted text claim (`sub`, `channel`, `customer`, `store`), in characters.
+pub const MAX_CLAIM_CHARS: usize = 200;
+
 /// Shortest accepted HS256 secret, in bytes.
 pub const MIN_SECRET_LEN: usize = 32;
 
@@ -273,7 +276,7 @@ impl Authenticator {
         validation.set_issuer(&[&self.config.issuer]);
         validation.set_audience(&[&self.config.audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        jsonwebtoken::decode::<Claims>(token, key, &validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map(|data| data.claims)
             .map_err(|err| match err.kind() {
                 ErrorKind::InvalidSignature => AuthError::Signature,
@@ -287,7 +290,22 @@ impl Authenticator {
                 ErrorKind::InvalidClaimFormat(claim) => AuthError::MalformedClaim(claim.clone()),
                 ErrorKind::Json(_) => AuthError::Claims,
                 _ => AuthError::InvalidToken,
-            })
+            })?;
+        // Even a well-signed token only names things the way we do: short text without
+        // control characters (a NUL would reach the database, which PostgreSQL refuses).
+        for (name, value) in [
+            ("sub", Some(&claims.sub)),
+            ("channel", Some(&claims.channel)),
+            ("customer", claims.customer.as_ref()),
+            ("store", claims.store.as_ref()),
+        ] {
+            if let Some(value) = value
+                && (value.chars().count() > MAX_CLAIM_CHARS || value.chars().any(char::is_control))
+            {
+                return Err(AuthError::MalformedClaim(name.to_owned()));
+            }
+        }
+        Ok(claims)
     }
 
     /// Claims for a new token valid from now for `ttl_secs` (the configured default when
@@ -514,6 +532,47 @@ mod tests {
             Err(AuthError::CannotMint(_))
         ));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn claims_with_control_characters_or_too_long_are_refused() {
+        let auth = auth();
+        let good = auth.claims(
+            "web",
+            Role::Shopper,
+            Some("a@b.example".into()),
+            None,
+            Some(60),
+        );
+        for (claims, name) in [
+            (
+                Claims {
+                    customer: Some("a\u{0}b".into()),
+                    ..good.clone()
+                },
+                "customer",
+            ),
+            (
+                Claims {
+                    channel: "w\u{0}b".into(),
+                    ..good.clone()
+                },
+                "channel",
+            ),
+            (
+                Claims {
+                    sub: "x".repeat(MAX_CLAIM_CHARS + 1),
+                    ..good.clone()
+                },
+                "sub",
+            ),
+        ] {
+            let token = auth.mint(&claims).unwrap();
+            assert_eq!(
+                auth.verify(&token),
+                Err(AuthError::MalformedClaim(name.into()))
+            );
+        }
     }
 
     #[test]

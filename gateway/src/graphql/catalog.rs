@@ -464,7 +464,10 @@ pub(crate) async fn prime_page_loaders(
         .iter()
         .any(|v| v.field("availability").exists() || v.field("stockLevels").exists())
     {
-        prime_list_loader::<StockByVariant, _>(ctx, &variant_ids).await?;
+        // One answer per variant (out of stock when it has no level): no key is left over.
+        let loader = request_data::<RequestLoader<StockByVariant>>(ctx)?;
+        let loaded = loader.loader().load(&variant_ids).await?;
+        loader.feed_many(loaded).await;
     }
     let priced = variants_field.iter().any(|v| {
         v.field("price").exists()

@@ -17,6 +17,7 @@ pub enum Kind {
     StockLocation,
     PriceList,
     Promotion,
+    Reservation,
 }
 
 impl Kind {
@@ -28,6 +29,7 @@ impl Kind {
             Kind::StockLocation => "StockLocation",
             Kind::PriceList => "PriceList",
             Kind::Promotion => "Promotion",
+            Kind::Reservation => "Reservation",
         }
     }
 }
@@ -115,6 +117,11 @@ pub fn decode_cursor(
 fn decode_sorted_cursor(sort: ProductSort, cursor: &str) -> Option<ProductCursor> {
     let bytes = URL_SAFE_NO_PAD.decode(cursor.trim_end_matches('=')).ok()?;
     let decoded = String::from_utf8(bytes).ok()?;
+    // A cursor is ours only if it holds what we put in it: never control characters (a NUL
+    // would reach the database, which PostgreSQL refuses).
+    if decoded.chars().any(char::is_control) {
+        return None;
+    }
     let rest = decoded.strip_prefix(cursor_tag(sort))?;
     let positive = |id: &str| id.parse::<i64>().ok().filter(|&id| id > 0);
     let (id, key) = match sort {
@@ -146,6 +153,12 @@ fn decode_tagged(tag: &str, text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursors_with_control_characters_are_not_ours() {
+        let forged = URL_SAFE_NO_PAD.encode("cursor:name:1:a\u{0}b");
+        assert!(decode_cursor(ProductSort::Name, &forged, "after").is_err());
+    }
 
     #[test]
     fn ids_round_trip_and_keep_their_kind() {

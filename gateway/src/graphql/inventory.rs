@@ -1,12 +1,15 @@
 //! Stock types: channel availability, per-location stock levels and stock locations.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
-use commerce_core::channels::ChannelLocation;
-use commerce_core::entities::{stock_level, stock_location};
-use commerce_core::inventory::{self, StockStatus as CoreStockStatus};
+use commerce_core::channels::{ChannelLocation, ChannelPolicy};
+use commerce_core::entities::stock_location;
+use commerce_core::inventory::{
+    self, ChannelAvailability, StockStatus as CoreStockStatus, StockView,
+};
 use sea_orm::DatabaseConnection;
 
 use super::errors::{ApiError, ApiResultExt};
@@ -61,25 +64,17 @@ pub struct Availability {
 }
 
 impl Availability {
+    /// The core's channel availability of the variant (holds of other channels and the
+    /// channel's safety stock respected; the same figure reservations are checked against),
+    /// shown through the channel's stock view.
     pub(crate) async fn of_variant(
         ctx: &Context<'_>,
         variant_id: i64,
     ) -> async_graphql::Result<Self> {
-        let rc = request_context(ctx)?;
-        let levels = load_stock(ctx, variant_id).await?;
-        let channel = &rc.channel.channel;
-        let available = inventory::channel_available(
-            levels.iter().map(|l| (l.on_hand, l.reserved)),
-            channel.safety_stock,
-        );
-        let status = inventory::stock_status(available, channel.low_stock_threshold);
-        let shown = match StockVisibility::for_channel(&channel.code) {
-            StockVisibility::Coarse => status == CoreStockStatus::LowStock,
-            StockVisibility::Exact | StockVisibility::PerLocation => true,
-        };
+        let seen = load_stock(ctx, variant_id).await?;
         Ok(Self {
-            status: status.into(),
-            quantity: shown.then_some(available),
+            status: seen.status.into(),
+            quantity: seen.quantity,
         })
     }
 }
@@ -115,18 +110,21 @@ impl StockLevel {
             }))
             .api();
         }
-        let levels = load_stock(ctx, variant_id).await?;
+        let seen = load_stock(ctx, variant_id).await?;
         Ok(rc
             .channel
             .locations
             .iter()
             .filter_map(|feed| {
-                let level = levels.iter().find(|l| l.location_id == feed.location.id)?;
+                let level = seen
+                    .locations
+                    .iter()
+                    .find(|l| l.location_id == feed.location.id)?;
                 Some(Self {
                     location: StockLocation::from(feed),
                     on_hand: level.on_hand,
                     reserved: level.reserved,
-                    available: inventory::location_available(level.on_hand, level.reserved),
+                    available: level.available,
                 })
             })
             .collect())
@@ -136,9 +134,14 @@ impl StockLevel {
 async fn load_stock(
     ctx: &Context<'_>,
     variant_id: i64,
-) -> async_graphql::Result<Vec<stock_level::Model>> {
+) -> async_graphql::Result<ChannelAvailability> {
     let loader = request_data::<RequestLoader<StockByVariant>>(ctx).api()?;
-    Ok(loader.load_one(variant_id).await.api()?.unwrap_or_default())
+    loader
+        .load_one(variant_id)
+        .await
+        .api()?
+        .ok_or(ApiError::Internal)
+        .api()
 }
 
 /// Kind of stock location.
@@ -190,23 +193,26 @@ impl From<&ChannelLocation> for StockLocation {
     }
 }
 
-/// Loads the stock of many variants at the channel's locations in one statement.
+/// Loads the channel availability of many variants in one batch: their stock levels (at
+/// every location, so other channels' location-less holds are covered exactly) and their
+/// holds, two statements ([`inventory::availability_for_variants`]).
 pub struct StockByVariant {
     pub db: DatabaseConnection,
-    pub location_ids: Vec<i64>,
+    pub channel: Arc<ChannelPolicy>,
 }
 
 impl Loader<i64> for StockByVariant {
-    type Value = Vec<stock_level::Model>;
+    type Value = ChannelAvailability;
     type Error = ApiError;
 
     async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
-        let levels =
-            inventory::stock_levels_for_variants(&self.db, keys, &self.location_ids).await?;
-        let mut grouped: HashMap<i64, Vec<stock_level::Model>> = HashMap::new();
-        for level in levels {
-            grouped.entry(level.variant_id).or_default().push(level);
-        }
-        Ok(grouped)
+        let view = match StockVisibility::for_channel(&self.channel.channel.code) {
+            StockVisibility::Coarse => StockView::Coarse,
+            StockVisibility::Exact => StockView::Exact,
+            StockVisibility::PerLocation => StockView::PerLocation,
+        };
+        let seen =
+            inventory::availability_for_variants(&self.db, &self.channel, view, keys).await?;
+        Ok(seen.into_iter().map(|a| (a.variant_id, a)).collect())
     }
 }

@@ -9,6 +9,7 @@ pub mod channels;
 pub mod errors;
 pub mod ids;
 pub mod inventory;
+pub mod inventory_admin;
 pub mod pricing;
 pub mod pricing_admin;
 
@@ -37,7 +38,10 @@ pub struct Query(
 
 /// Every root mutation field.
 #[derive(MergedObject, Default)]
-pub struct Mutation(pricing_admin::PricingMutation);
+pub struct Mutation(
+    pricing_admin::PricingMutation,
+    inventory_admin::InventoryMutation,
+);
 
 /// Builds the schema with the configured shape limits. It holds no connection: per-request
 /// data ([`RequestContext`] and the loaders) travels with each request.
@@ -93,7 +97,6 @@ impl RequestContext {
     pub fn into_request_data(self, request: async_graphql::Request) -> async_graphql::Request {
         let db = self.db.clone();
         let channel_id = self.channel.channel.id;
-        let location_ids = self.channel.location_ids();
         let session = Arc::new(pricing::PricingSession::new(
             db.clone(),
             self.viewer.price_viewer(&self.channel),
@@ -111,7 +114,7 @@ impl RequestContext {
             }))
             .data(loader(inventory::StockByVariant {
                 db: db.clone(),
-                location_ids,
+                channel: self.channel.clone(),
             }))
             .data(catalog::CategoryTree::new(db))
             .data(self)

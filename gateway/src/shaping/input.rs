@@ -26,8 +26,10 @@ pub fn nesting_exceeds(query: &str, max: usize) -> bool {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
+            // A comment ends at a line terminator: `\n`, or a lone `\r` (the GraphQL grammar's,
+            // and the parser's, rule).
             b'#' => {
-                while i < bytes.len() && bytes[i] != b'\n' {
+                while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
                     i += 1;
                 }
             }
@@ -175,6 +177,9 @@ mod tests {
         assert!(!nesting_exceeds(&in_block, MAX_NESTING));
         let in_comment = format!("# {}\n{{ a }}", "(".repeat(500));
         assert!(!nesting_exceeds(&in_comment, MAX_NESTING));
+        // A lone carriage return ends a comment too: what follows it is counted.
+        let after_cr = format!("#x\r{{ a(x: {}1{}) }}", "[".repeat(70), "]".repeat(70));
+        assert!(nesting_exceeds(&after_cr, MAX_NESTING));
         let escaped_quote = format!("{{ a(x: \"\\\"{}\") }}", "[".repeat(500));
         assert!(!nesting_exceeds(&escaped_quote, MAX_NESTING));
     }

@@ -133,7 +133,14 @@ pub(crate) fn request_error(
     message: &str,
 ) -> Response {
     crate::metrics::error_code(code);
-    with_media(status, media, error_body(code, message))
+    // Bounded like every other message: a refusal may echo a header or a claim.
+    let message: std::borrow::Cow<str> = if message.chars().count() > MAX_MESSAGE_CHARS {
+        let cut: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
+        format!("{cut}…").into()
+    } else {
+        message.into()
+    };
+    with_media(status, media, error_body(code, &message))
 }
 
 pub(crate) fn with_media(status: StatusCode, media: ResponseMedia, body: String) -> Response {

@@ -42,29 +42,30 @@ const BATCH: usize = 100;
 /// Requests in flight at once.
 const IN_FLIGHT: usize = 8;
 
-/// Every `extensions.code` of the README's list. `INTERNAL` and `RATE_LIMITED` are in it but
-/// fail the test: the first is a failure on the gateway's side, the second cannot happen with
-/// limits off.
-const KNOWN_CODES: &[&str] = &[
-    "BAD_REQUEST",
-    "GRAPHQL_PARSE_FAILED",
-    "GRAPHQL_VALIDATION_FAILED",
-    "BAD_USER_INPUT",
-    "UNKNOWN_CHANNEL",
-    "UNAUTHENTICATED",
-    "FORBIDDEN",
-    "NOT_FOUND",
-    "PERSISTED_QUERY_NOT_FOUND",
-    "PERSISTED_QUERY_NOT_ALLOWED",
-    "QUANTITY_RULE_VIOLATION",
-    "METHOD_NOT_ALLOWED",
-    "QUERY_TOO_COMPLEX",
-    "RATE_LIMITED",
-    "REQUEST_TIMEOUT",
-    "NOT_ACCEPTABLE",
-    "UNSUPPORTED_MEDIA_TYPE",
-    "INTERNAL",
-];
+/// Every `extensions.code` of the README's table under "Error codes". `INTERNAL` and
+/// `RATE_LIMITED` are in it but fail the test: the first is a failure on the gateway's side,
+/// the second cannot happen with limits off.
+fn readme_codes() -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(&path).expect("the README");
+    let section = readme
+        .split("\n## Error codes")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("the README has an Error codes section");
+    let codes: Vec<String> = section
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split_once('`'))
+        .map(|(code, _)| code.to_owned())
+        .filter(|code| code.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .collect();
+    assert!(
+        codes.len() >= 10 && codes.iter().any(|c| c == "BAD_REQUEST"),
+        "the README's table of error codes was not found: {codes:?}"
+    );
+    codes
+}
 
 /// Text that betrays internals (compared in lower case). A marker the request itself carries
 /// may be echoed back (an unknown field's name, a bad channel) and does not count.
@@ -278,16 +279,16 @@ fn generate(seed: u64, index: usize, ctx: &Context) -> Case {
             case.body = Some(mistyped_body(&mut rng).into_bytes());
             None
         }
-        42..=45 => {
-            case.kind = "admin writes";
-            Some(admin_payload(&mut rng))
-        }
         23..=41 => {
             case.kind = "mutated document";
             let mut payload = template_payload(&mut rng);
             let doc = payload.query.take().unwrap_or_default();
             payload.query = Some(mutate_document(&mut rng, &doc));
             Some(payload)
+        }
+        42..=45 => {
+            case.kind = "admin writes";
+            Some(admin_payload(&mut rng))
         }
         46..=62 => {
             case.kind = "crafted document";
@@ -352,9 +353,10 @@ fn generate(seed: u64, index: usize, ctx: &Context) -> Case {
 /// `"#\r" + "[" × 1000 …` is never refused: the parser recurses and overflows the stack,
 /// which aborts the whole process — here the whole e2e test binary, every other test with it.
 /// Until the scan is fixed, generated documents get `\r\n` wherever they would have a lone
-/// `\r`; set this to `true` once it is, and the generator sends lone `\r`s again (the
-/// "comment, then deep nesting" documents below find the bug within a few hundred cases).
-const LONE_CR_COMMENTS_ARE_SAFE: bool = false;
+/// `\r`; set this to `true` once it is, and the generator sends lone `\r`s again (with it
+/// `true` today, the default run aborts at case 2140, a GET whose query is
+/// `#dE"~y3?*C\`\r{ variant(sku: [[[…` from the "comment, then deep nesting" documents).
+const LONE_CR_COMMENTS_ARE_SAFE: bool = true;
 
 fn known_issue_guard(doc: String) -> String {
     if LONE_CR_COMMENTS_ARE_SAFE || !doc.contains('\r') {
@@ -1723,7 +1725,7 @@ fn random_json(rng: &mut Rng, depth: usize) -> String {
             let items: Vec<String> = (0..n)
                 .map(|_| {
                     let key = if rng.chance(50) {
-                        json_string(*rng.pick(NAMES))
+                        json_string(rng.pick::<&str>(NAMES))
                     } else {
                         json_string(&unicode_text(rng, 10))
                     };
@@ -1893,7 +1895,7 @@ fn garble(rng: &mut Rng, mut body: Vec<u8>) -> Vec<u8> {
                 body.splice(at..at, run);
             }
             5 => {
-                let bad: &[u8] = *rng.pick::<&[u8]>(&[
+                let bad: &[u8] = rng.pick::<&[u8]>(&[
                     &b"\xff\xfe"[..],
                     b"\xc3\x28",
                     b"\xed\xa0\x80",
@@ -1981,7 +1983,7 @@ fn raw_query_string(rng: &mut Rng) -> String {
     let mut out = String::new();
     for _ in 0..rng.size(60).max(1) {
         if rng.chance(70) {
-            out.push_str(*rng.pick(PIECES));
+            out.push_str(rng.pick::<&str>(PIECES));
         } else {
             out.push_str(&percent_encode(
                 unicode_text(rng, 6).replace('#', "").as_bytes(),
@@ -2478,7 +2480,7 @@ async fn send(http: &reqwest::Client, base: &str, case: &Case) -> Result<Outcome
 }
 
 /// Why an answer is wrong, if it is.
-fn judge(case: &Case, outcome: &Outcome) -> Result<(), String> {
+fn judge(case: &Case, outcome: &Outcome, codes: &[String]) -> Result<(), String> {
     let status = outcome.status;
     if status.is_server_error() || !(status.is_success() || status.is_client_error()) {
         return Err(format!("status {status}"));
@@ -2527,13 +2529,21 @@ fn judge(case: &Case, outcome: &Outcome) -> Result<(), String> {
         }
         Some(Value::Array(errors)) if !errors.is_empty() => {
             for error in errors {
-                if !error["message"].is_string() {
+                let Some(message) = error["message"].as_str() else {
                     return Err("an error without a message".to_owned());
+                };
+                // The README's bounded output: messages of at most 300 characters (301 with
+                // the ellipsis that marks a cut).
+                if message.chars().count() > 301 {
+                    return Err(format!(
+                        "a message of {} characters",
+                        message.chars().count()
+                    ));
                 }
                 let Some(code) = error["extensions"]["code"].as_str() else {
                     return Err("an error without extensions.code".to_owned());
                 };
-                if !KNOWN_CODES.contains(&code) {
+                if !codes.iter().any(|known| known == code) {
                     return Err(format!("code {code:?} is not in the README's list"));
                 }
                 if code == "INTERNAL" {
@@ -2626,6 +2636,7 @@ async fn generated_malformed_requests_never_break_the_gateway() {
     let seed = env_number("FUZZ_SEED").unwrap_or(DEFAULT_SEED);
     let cases_total = env_number("FUZZ_CASES").map_or(DEFAULT_CASES, |n| n as usize);
     let replay = replay_range();
+    let codes = readme_codes();
     // Mobile and POS run safelisted operations only, as in production.
     let app = spawn_app_with(|config| {
         config.persisted.persisted_only_channels = vec!["mobile".to_owned(), "pos".to_owned()];
@@ -2731,7 +2742,7 @@ async fn generated_malformed_requests_never_break_the_gateway() {
                             *by_code.entry(code.to_owned()).or_default() += 1;
                         }
                     }
-                    judge(case, answer)
+                    judge(case, answer, &codes)
                 }
                 Err(err) => Err(err.clone()),
             };

@@ -9,6 +9,7 @@ mod demo_data;
 mod fuzz;
 mod graphiql;
 mod hardening;
+mod inventory;
 mod lifecycle;
 mod limits;
 mod metrics;

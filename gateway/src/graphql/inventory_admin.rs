@@ -1,0 +1,523 @@
+//! Stock mutations (issue 13): receiving, adjusting and transferring stock, and reserving
+//! stock for carts.
+//!
+//! * `receiveStock`, `adjustStock` and `transferStock` are for admins, and for a POS clerk at
+//!   their own store only (`viewer.store_id`; a transfer's `from` must be it); anyone else
+//!   gets `FORBIDDEN` before any write.
+//! * `reserveStock` holds units of a SKU for the request's channel (its locations, holds and
+//!   safety stock; a POS clerk's units come from their store) for a cart: anonymous shoppers
+//!   name their cart with `ownerToken`, signed-in viewers may leave it out (the reservation
+//!   is then theirs). `extendReservation` and `releaseReservation` are for the same owner
+//!   only (`FORBIDDEN` otherwise).
+//! * Each calls one core function of [`commerce_core::inventory`], which validates and
+//!   writes (ledger included) in one transaction; once it has committed, the changed levels
+//!   are published as [`Event::StockChanged`]. A failed mutation changes and publishes
+//!   nothing.
+//!
+//! Errors: bad values are `BAD_USER_INPUT` with `extensions.field` (`input.quantity`); an
+//! unknown SKU, location or reservation is `NOT_FOUND` with `extensions.field`; too little
+//! stock is `INSUFFICIENT_STOCK` with `extensions.shortages` (each line's requested and
+//! available units); a reservation no longer active (released, expired) is `CONFLICT`.
+
+use async_graphql::{Context, ErrorExtensions, ID, InputObject, Object, Result, SimpleObject};
+use chrono::{DateTime, Utc};
+use commerce_core::CoreError;
+use commerce_core::entities::{reservation, stock_level, stock_location, variant};
+use commerce_core::inventory::{self, Lifetime, Owner, OwnerKind, StockChange};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+use super::errors::{ApiError, ApiResultExt};
+use super::ids::{Kind, decode_id, encode_id};
+use super::{RequestContext, request_context};
+use crate::auth::Role;
+use crate::bus::Event;
+
+/// Longest `ownerToken` (the stored owner reference adds a short prefix).
+pub const MAX_OWNER_TOKEN_LEN: usize = 100;
+
+/// The stock mutations.
+#[derive(Default)]
+pub struct InventoryMutation;
+
+/// Units of a SKU arriving at a location.
+#[derive(InputObject)]
+pub struct ReceiveStockInput {
+    pub sku: String,
+    /// The location's code, e.g. `WH-EAST`.
+    pub location: String,
+    /// 1 to 1,000,000 units.
+    pub quantity: i32,
+    /// Why; default `received`.
+    pub reason: Option<String>,
+    /// An outside reference such as a purchase order.
+    pub reference: Option<String>,
+}
+
+/// A correction of the counted stock of a SKU at a location.
+#[derive(InputObject)]
+pub struct AdjustStockInput {
+    pub sku: String,
+    /// The location's code.
+    pub location: String,
+    /// Units added (positive) or removed (negative); never zero.
+    pub delta: i32,
+    /// Why (damage, count correction, …); required.
+    pub reason: String,
+}
+
+/// Unreserved units of a SKU moving between two locations.
+#[derive(InputObject)]
+pub struct TransferStockInput {
+    pub sku: String,
+    /// The code of the location the units leave.
+    pub from: String,
+    /// The code of the location they arrive at; not `from`.
+    pub to: String,
+    /// 1 to 1,000,000 units.
+    pub quantity: i32,
+    pub reason: Option<String>,
+}
+
+/// Units of a SKU to hold for a cart.
+#[derive(InputObject)]
+pub struct ReserveStockInput {
+    pub sku: String,
+    /// 1 to 1,000,000 units.
+    pub quantity: i32,
+    /// The cart's token (up to 100 characters); required for anonymous viewers, who pass it
+    /// again to extend or release the reservation.
+    pub owner_token: Option<String>,
+}
+
+/// One stock level after a change.
+#[derive(SimpleObject)]
+pub struct StockLevelChange {
+    pub variant_id: ID,
+    pub sku: String,
+    /// The location's code.
+    pub location: String,
+    pub on_hand: i32,
+    pub reserved: i32,
+    /// on hand minus reserved, never negative.
+    pub available: i64,
+    /// Bumped by every change of the level.
+    pub version: i64,
+}
+
+/// Units held for a cart at one location until they are sold, released or expire.
+#[derive(SimpleObject)]
+pub struct Reservation {
+    pub id: ID,
+    pub sku: String,
+    /// The code of the location the units are held at.
+    pub location: String,
+    pub quantity: i32,
+    /// `active`, `released`, `expired` or `consumed`.
+    pub state: String,
+    /// When the sweeper releases it; `null` for a hard hold (no expiry).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+fn not_found(what: &str, value: &str, field: &str) -> async_graphql::Error {
+    let shown: String = value.chars().take(64).collect();
+    ApiError::NotFound(format!("{what} {shown:?} not found"))
+        .extend()
+        .extend_with(|_, ext| ext.set("field", field))
+}
+
+/// The GraphQL input path of a core field name.
+fn input_field(core: &str) -> String {
+    let path = match core {
+        "variant_id" => "input.sku",
+        "location_id" => "input.location",
+        "from_location_id" => "input.from",
+        "to_location_id" => "input.to",
+        "quantity" => "input.quantity",
+        "delta" => "input.delta",
+        "reason" => "input.reason",
+        "reference" => "input.reference",
+        "owner" | "owner.reference" => "input.ownerToken",
+        "reservation_id" => "id",
+        other => return other.to_owned(),
+    };
+    path.to_owned()
+}
+
+/// A core result as a GraphQL one with its code, its fields named as in the schema.
+fn stock_api<T>(result: Result<T, CoreError>) -> Result<T> {
+    result.map_err(|err| {
+        let not_found_field = match &err {
+            CoreError::NotFound { key, .. } => key
+                .rsplit_once(" (")
+                .and_then(|(_, field)| field.strip_suffix(')'))
+                .map(input_field),
+            _ => None,
+        };
+        let err = match ApiError::from(err) {
+            ApiError::BadUserInput { field, reason } => ApiError::BadUserInput {
+                field: input_field(&field),
+                reason,
+            },
+            ApiError::Conflict { field, reason } => ApiError::Conflict {
+                field: input_field(&field),
+                reason,
+            },
+            ApiError::InsufficientStock { message, mut lines } => {
+                for line in &mut lines {
+                    line.field = input_field(&line.field);
+                }
+                ApiError::InsufficientStock { message, lines }
+            }
+            other => other,
+        };
+        let error = err.extend();
+        match not_found_field {
+            Some(field) => error.extend_with(|_, ext| ext.set("field", field)),
+            None => error,
+        }
+    })
+}
+
+/// The request's context, when the viewer may change stock at `location_id`: an admin, or a
+/// POS clerk at their own store. `FORBIDDEN` otherwise.
+fn stock_keeper<'a>(
+    ctx: &Context<'a>,
+    location: &stock_location::Model,
+) -> Result<&'a RequestContext> {
+    let context = request_context(ctx)?;
+    let viewer = &context.viewer;
+    let clerk_here = viewer.role == Some(Role::PosClerk) && viewer.store_id == Some(location.id);
+    if viewer.admin || clerk_here {
+        return Ok(context);
+    }
+    let reason = if viewer.role == Some(Role::PosClerk) {
+        format!(
+            "a POS clerk may change stock at their own store only, not at {}",
+            location.code
+        )
+    } else {
+        "changing stock needs an admin token, or a pos_clerk token at the store".to_owned()
+    };
+    Err(ApiError::Forbidden(reason).extend())
+}
+
+/// Who is asking, for the ledger.
+fn actor(context: &RequestContext) -> String {
+    context
+        .viewer
+        .subject
+        .as_deref()
+        .map_or_else(|| "anonymous".to_owned(), |s| s.chars().take(120).collect())
+}
+
+async fn find_variant(context: &RequestContext, sku: &str, field: &str) -> Result<variant::Model> {
+    variant::Entity::find()
+        .filter(variant::Column::Sku.eq(sku))
+        .one(&context.db)
+        .await
+        .map_err(CoreError::from)
+        .api()?
+        .ok_or_else(|| not_found("SKU", sku, field))
+}
+
+async fn find_location(
+    context: &RequestContext,
+    code: &str,
+    field: &str,
+) -> Result<stock_location::Model> {
+    stock_location::Entity::find()
+        .filter(stock_location::Column::Code.eq(code))
+        .one(&context.db)
+        .await
+        .map_err(CoreError::from)
+        .api()?
+        .ok_or_else(|| not_found("stock location", code, field))
+}
+
+/// The codes of the given locations, by id.
+async fn location_codes(
+    context: &RequestContext,
+    ids: impl IntoIterator<Item = i64>,
+) -> Result<std::collections::HashMap<i64, String>> {
+    Ok(stock_location::Entity::find()
+        .filter(stock_location::Column::Id.is_in(ids))
+        .all(&context.db)
+        .await
+        .map_err(CoreError::from)
+        .api()?
+        .into_iter()
+        .map(|l| (l.id, l.code))
+        .collect())
+}
+
+/// Publishes a committed change and shapes its levels.
+async fn committed(
+    context: &RequestContext,
+    change: StockChange,
+    sku: &str,
+) -> Result<Vec<StockLevelChange>> {
+    if let Some(event) = Event::stock_changed(&change.levels) {
+        context.bus.publish(event);
+    }
+    let codes = location_codes(context, change.levels.iter().map(|l| l.location_id)).await?;
+    Ok(change
+        .levels
+        .iter()
+        .map(|l: &stock_level::Model| StockLevelChange {
+            variant_id: encode_id(Kind::Variant, l.variant_id),
+            sku: sku.to_owned(),
+            location: codes.get(&l.location_id).cloned().unwrap_or_default(),
+            on_hand: l.on_hand,
+            reserved: l.reserved,
+            available: inventory::location_available(l.on_hand, l.reserved),
+            version: l.version,
+        })
+        .collect())
+}
+
+/// The owner a request speaks for: its cart token, else its signed-in subject.
+fn owner(context: &RequestContext, token: Option<&str>, field: &str) -> Result<Owner> {
+    let reference = match (token, context.viewer.subject.as_deref()) {
+        (Some(token), _) => {
+            if token.trim().is_empty() || token.contains('\0') {
+                return Err(ApiError::bad_input(field, "must not be empty").extend());
+            }
+            if token.chars().count() > MAX_OWNER_TOKEN_LEN {
+                return Err(ApiError::bad_input(
+                    field,
+                    format!("must be at most {MAX_OWNER_TOKEN_LEN} characters"),
+                )
+                .extend());
+            }
+            format!("token:{token}")
+        }
+        (None, Some(subject)) => {
+            format!("viewer:{}", subject.chars().take(100).collect::<String>())
+        }
+        (None, None) => {
+            return Err(ApiError::bad_input(
+                field,
+                "an anonymous viewer must name its cart with ownerToken",
+            )
+            .extend());
+        }
+    };
+    Ok(Owner {
+        kind: OwnerKind::Cart,
+        reference,
+    })
+}
+
+async fn shape_reservations(
+    context: &RequestContext,
+    rows: Vec<reservation::Model>,
+    sku: Option<&str>,
+) -> Result<Vec<Reservation>> {
+    let codes = location_codes(context, rows.iter().map(|r| r.location_id)).await?;
+    let sku = match sku {
+        Some(sku) => sku.to_owned(),
+        None => match rows.first() {
+            Some(row) => variant::Entity::find_by_id(row.variant_id)
+                .one(&context.db)
+                .await
+                .map_err(CoreError::from)
+                .api()?
+                .map(|v| v.sku)
+                .unwrap_or_default(),
+            None => String::new(),
+        },
+    };
+    Ok(rows
+        .into_iter()
+        .map(|r| Reservation {
+            id: encode_id(Kind::Reservation, r.id),
+            sku: sku.clone(),
+            location: codes.get(&r.location_id).cloned().unwrap_or_default(),
+            quantity: r.quantity,
+            state: r.state,
+            expires_at: r.expires_at,
+        })
+        .collect())
+}
+
+async fn one_reservation(context: &RequestContext, row: reservation::Model) -> Result<Reservation> {
+    Ok(shape_reservations(context, vec![row], None)
+        .await?
+        .pop()
+        .expect("one row in, one out"))
+}
+
+#[Object]
+impl InventoryMutation {
+    /// Records units arriving at a location (admin, or a POS clerk at their store). Returns
+    /// the changed level.
+    async fn receive_stock(
+        &self,
+        ctx: &Context<'_>,
+        input: ReceiveStockInput,
+    ) -> Result<Vec<StockLevelChange>> {
+        let context = request_context(ctx)?;
+        let location = find_location(context, &input.location, "input.location").await?;
+        let context = stock_keeper(ctx, &location)?;
+        let variant = find_variant(context, &input.sku, "input.sku").await?;
+        let change = stock_api(
+            inventory::receive(
+                &context.db,
+                &inventory::StockIn {
+                    variant_id: variant.id,
+                    location_id: location.id,
+                    quantity: input.quantity,
+                    actor: actor(context),
+                    reason: input.reason.unwrap_or_default(),
+                    reference: input.reference,
+                },
+                Utc::now(),
+            )
+            .await,
+        )?;
+        committed(context, change, &variant.sku).await
+    }
+
+    /// Corrects the counted stock at a location by `delta` units, with a reason (admin, or a
+    /// POS clerk at their store). Returns the changed level.
+    async fn adjust_stock(
+        &self,
+        ctx: &Context<'_>,
+        input: AdjustStockInput,
+    ) -> Result<Vec<StockLevelChange>> {
+        let context = request_context(ctx)?;
+        let location = find_location(context, &input.location, "input.location").await?;
+        let context = stock_keeper(ctx, &location)?;
+        let variant = find_variant(context, &input.sku, "input.sku").await?;
+        let change = stock_api(
+            inventory::adjust(
+                &context.db,
+                &inventory::Adjustment {
+                    variant_id: variant.id,
+                    location_id: location.id,
+                    delta: input.delta,
+                    actor: actor(context),
+                    reason: input.reason,
+                },
+                Utc::now(),
+            )
+            .await,
+        )?;
+        committed(context, change, &variant.sku).await
+    }
+
+    /// Moves unreserved units from one location to another (admin, or a POS clerk sending
+    /// from their store). Returns both changed levels.
+    async fn transfer_stock(
+        &self,
+        ctx: &Context<'_>,
+        input: TransferStockInput,
+    ) -> Result<Vec<StockLevelChange>> {
+        let context = request_context(ctx)?;
+        let from = find_location(context, &input.from, "input.from").await?;
+        let context = stock_keeper(ctx, &from)?;
+        let to = find_location(context, &input.to, "input.to").await?;
+        let variant = find_variant(context, &input.sku, "input.sku").await?;
+        let change = stock_api(
+            inventory::transfer(
+                &context.db,
+                &inventory::Transfer {
+                    variant_id: variant.id,
+                    from_location_id: from.id,
+                    to_location_id: to.id,
+                    quantity: input.quantity,
+                    actor: actor(context),
+                    reason: input.reason.unwrap_or_default(),
+                },
+                Utc::now(),
+            )
+            .await,
+        )?;
+        committed(context, change, &variant.sku).await
+    }
+
+    /// Holds units of a SKU for a cart on the request's channel, for the channel's
+    /// reservation lifetime (`expiresAt`). One reservation per location the units come from.
+    async fn reserve_stock(
+        &self,
+        ctx: &Context<'_>,
+        input: ReserveStockInput,
+    ) -> Result<Vec<Reservation>> {
+        let context = request_context(ctx)?;
+        let owner = owner(context, input.owner_token.as_deref(), "input.ownerToken")?;
+        let variant = find_variant(context, &input.sku, "input.sku").await?;
+        let clerk = context.viewer.role == Some(Role::PosClerk);
+        let reserved = stock_api(
+            inventory::reserve(
+                &context.db,
+                &inventory::ReserveRequest {
+                    variant_id: variant.id,
+                    quantity: input.quantity,
+                    channel_id: context.channel.channel.id,
+                    owner,
+                    lifetime: Lifetime::ChannelDefault,
+                    location_id: if clerk { context.viewer.store_id } else { None },
+                    near: None,
+                    actor: actor(context),
+                },
+                Utc::now(),
+            )
+            .await,
+        )?;
+        if let Some(event) = Event::stock_changed(&reserved.change.levels) {
+            context.bus.publish(event);
+        }
+        shape_reservations(context, reserved.reservations, Some(&variant.sku)).await
+    }
+
+    /// Gives an active reservation the channel's full lifetime again from now (never
+    /// shortening it); only its owner may, and only before it expires.
+    async fn extend_reservation(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        owner_token: Option<String>,
+    ) -> Result<Reservation> {
+        let context = request_context(ctx)?;
+        let reservation_id = decode_id(Kind::Reservation, &id, "id").api()?;
+        let owner = owner(context, owner_token.as_deref(), "ownerToken")?;
+        let row = stock_api(
+            inventory::extend_reservation(
+                &context.db,
+                reservation_id,
+                &owner,
+                Lifetime::ChannelDefault,
+                Utc::now(),
+            )
+            .await,
+        )?;
+        one_reservation(context, row).await
+    }
+
+    /// Releases an active reservation: its units are available again. Only its owner may.
+    async fn release_reservation(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        owner_token: Option<String>,
+    ) -> Result<Reservation> {
+        let context = request_context(ctx)?;
+        let reservation_id = decode_id(Kind::Reservation, &id, "id").api()?;
+        let owner = owner(context, owner_token.as_deref(), "ownerToken")?;
+        let (row, change) = stock_api(
+            inventory::release(
+                &context.db,
+                reservation_id,
+                Some(&owner),
+                &actor(context),
+                "released",
+                Utc::now(),
+            )
+            .await,
+        )?;
+        if let Some(event) = Event::stock_changed(&change.levels) {
+            context.bus.publish(event);
+        }
+        one_reservation(context, row).await
+    }
+}

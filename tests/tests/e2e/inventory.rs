@@ -1,0 +1,606 @@
+//! Stock mutations (issue 13 points 2 and 5): admins receive, adjust and transfer stock and
+//! `stockLevels` shows it, the ledger summing to on hand; a POS clerk changes their own store
+//! only; bad input is refused with a code and the field, nothing changed; too little stock is
+//! `INSUFFICIENT_STOCK` naming what is available; concurrent cart reservations never
+//! oversell; the sweeper releases expired reservations and announces the levels.
+
+use std::time::Duration;
+
+use e2e::{Client, TestApp, operations_dir, spawn_app, spawn_app_with};
+use gateway::auth::Role;
+use gateway::bus::Event;
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{Value, json};
+
+const SKU: &str = "TS-0001-M";
+
+const LEVELS: &str = "query($sku: String!) { variant(sku: $sku) { availability { status quantity } stockLevels { location { code } onHand reserved available } } }";
+const RECEIVE: &str = "mutation($input: ReceiveStockInput!) { receiveStock(input: $input) { sku location onHand reserved available version } }";
+const ADJUST: &str = "mutation($input: AdjustStockInput!) { adjustStock(input: $input) { sku location onHand reserved available version } }";
+const TRANSFER: &str = "mutation($input: TransferStockInput!) { transferStock(input: $input) { sku location onHand reserved available version } }";
+const RESERVE: &str = "mutation($input: ReserveStockInput!) { reserveStock(input: $input) { id sku location quantity state expiresAt } }";
+const EXTEND: &str = "mutation($id: ID!, $token: String) { extendReservation(id: $id, ownerToken: $token) { id state expiresAt } }";
+const RELEASE: &str = "mutation($id: ID!, $token: String) { releaseReservation(id: $id, ownerToken: $token) { id state quantity } }";
+
+async fn execute(app: &TestApp, sql: &str) {
+    let db = &app.gateway.state.db;
+    db.execute_raw(Statement::from_string(
+        db.get_database_backend(),
+        sql.to_owned(),
+    ))
+    .await
+    .unwrap();
+}
+
+async fn scalar(app: &TestApp, sql: &str) -> i64 {
+    let db = &app.gateway.state.db;
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            sql.to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no row for {sql}"));
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
+/// Every stock row, movement and reservation, as text: any change shows.
+async fn stock_state(app: &TestApp) -> Vec<i64> {
+    vec![
+        scalar(app, "SELECT COALESCE(SUM(on_hand), 0) FROM stock_level").await,
+        scalar(app, "SELECT COALESCE(SUM(reserved), 0) FROM stock_level").await,
+        scalar(
+            app,
+            "SELECT CAST(COALESCE(SUM(version), 0) AS BIGINT) FROM stock_level",
+        )
+        .await,
+        scalar(app, "SELECT COUNT(*) FROM stock_level").await,
+        scalar(app, "SELECT COUNT(*) FROM inventory_movement").await,
+        scalar(app, "SELECT COUNT(*) FROM reservation").await,
+        scalar(
+            app,
+            "SELECT COUNT(*) FROM reservation WHERE state = 'active'",
+        )
+        .await,
+    ]
+}
+
+/// Levels whose on hand or reserved differ from the sum of their movements.
+async fn ledger_mismatches(app: &TestApp) -> i64 {
+    scalar(
+        app,
+        "SELECT COUNT(*) FROM stock_level l WHERE l.on_hand <> (SELECT COALESCE(SUM(m.on_hand_delta), 0) \
+         FROM inventory_movement m WHERE m.variant_id = l.variant_id AND m.location_id = l.location_id) \
+         OR l.reserved <> (SELECT COALESCE(SUM(m.reserved_delta), 0) FROM inventory_movement m \
+         WHERE m.variant_id = l.variant_id AND m.location_id = l.location_id)",
+    )
+    .await
+}
+
+fn admin(app: &TestApp, channel: &str) -> Client {
+    Client::new(app.gateway.url()).token(app.token(channel, Role::Admin, None, None))
+}
+
+fn clerk(app: &TestApp, store: &str) -> Client {
+    Client::new(app.gateway.url()).token(app.token("pos", Role::PosClerk, None, Some(store)))
+}
+
+/// `(code, onHand, reserved, available)` of every location of the client's channel.
+async fn levels(client: &Client, sku: &str) -> Vec<(String, i64, i64, i64)> {
+    let reply = client.query(LEVELS, json!({ "sku": sku })).await;
+    reply.data()["variant"]["stockLevels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["location"]["code"].as_str().unwrap().to_owned(),
+                l["onHand"].as_i64().unwrap(),
+                l["reserved"].as_i64().unwrap(),
+                l["available"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn at(levels: &[(String, i64, i64, i64)], code: &str) -> (i64, i64, i64) {
+    let l = levels.iter().find(|l| l.0 == code).unwrap();
+    (l.1, l.2, l.3)
+}
+
+fn first_error(reply: &e2e::Reply) -> &Value {
+    &reply.body["errors"][0]
+}
+
+/// Sets the units `channel` (web: safety stock 2) may sell of `sku` through adjustments:
+/// `units` free at the first location, none at the others.
+async fn set_free_units(app: &TestApp, sku: &str, first: &str, units: i64) {
+    let admin = admin(app, "web");
+    for (code, on_hand, reserved, _) in levels(&admin, sku).await {
+        let want = reserved + if code == first { units } else { 0 };
+        let delta = want - on_hand;
+        if delta != 0 {
+            admin
+                .query(
+                    ADJUST,
+                    json!({ "input": { "sku": sku, "location": code, "delta": delta, "reason": "test set-up" } }),
+                )
+                .await
+                .data();
+        }
+    }
+}
+
+fn stock_events(events: &mut tokio::sync::broadcast::Receiver<Event>) -> Vec<Event> {
+    let mut seen = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if matches!(event, Event::StockChanged { .. }) {
+            seen.push(event);
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn admin_receipts_adjustments_and_transfers_show_in_stock_levels_and_the_ledger() {
+    let app = spawn_app().await;
+    let admin = admin(&app, "web");
+    let mut events = app.gateway.state.bus.subscribe();
+    let before = levels(&admin, SKU).await;
+    let (east, _, _) = at(&before, "WH-EAST");
+    let (west, _, _) = at(&before, "WH-WEST");
+
+    let received = admin
+        .query(
+            RECEIVE,
+            json!({ "input": { "sku": SKU, "location": "WH-EAST", "quantity": 12, "reference": "PO-1" } }),
+        )
+        .await;
+    let row = &received.data()["receiveStock"][0];
+    assert_eq!(row["location"], "WH-EAST");
+    assert_eq!(row["onHand"], east + 12);
+
+    let adjusted = admin
+        .query(
+            ADJUST,
+            json!({ "input": { "sku": SKU, "location": "WH-EAST", "delta": -2, "reason": "damaged" } }),
+        )
+        .await;
+    assert_eq!(adjusted.data()["adjustStock"][0]["onHand"], east + 10);
+
+    let moved = admin
+        .query(
+            TRANSFER,
+            json!({ "input": { "sku": SKU, "from": "WH-EAST", "to": "WH-WEST", "quantity": 4 } }),
+        )
+        .await;
+    assert_eq!(
+        moved.data()["transferStock"].as_array().unwrap().len(),
+        2,
+        "both levels: {}",
+        moved.body
+    );
+
+    let after = levels(&admin, SKU).await;
+    assert_eq!(at(&after, "WH-EAST").0, east + 6);
+    assert_eq!(at(&after, "WH-WEST").0, west + 4);
+    assert_eq!(
+        at(&after, "WH-CENTRAL"),
+        at(&before, "WH-CENTRAL"),
+        "untouched"
+    );
+    assert_eq!(
+        ledger_mismatches(&app).await,
+        0,
+        "the ledger sums to on hand"
+    );
+
+    let published = stock_events(&mut events);
+    assert_eq!(published.len(), 3, "one event per committed change");
+    let Event::StockChanged { levels } = &published[2] else {
+        unreachable!()
+    };
+    assert_eq!(levels.len(), 2, "a transfer changes two levels");
+    assert!(levels.iter().all(|l| l.version > 0));
+    app.gateway.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_pos_clerk_changes_stock_at_their_own_store_only() {
+    let app = spawn_app_with(|config| {
+        config.persisted.persisted_only_channels = vec!["pos".into()];
+        config.persisted.operations_dir = operations_dir();
+    })
+    .await;
+    let downtown = clerk(&app, "STORE-DOWNTOWN");
+    let (on_hand, _, _) = at(&levels(&admin(&app, "pos"), SKU).await, "STORE-DOWNTOWN");
+    // `pos` runs safelisted operations only: the clerk sends the safelisted text.
+    let adjust = std::fs::read_to_string(operations_dir().join("pos/AdjustStock.graphql")).unwrap();
+    let mine = downtown
+        .query(
+            &adjust,
+            json!({ "sku": SKU, "location": "STORE-DOWNTOWN", "delta": 3, "reason": "recount" }),
+        )
+        .await;
+    assert_eq!(mine.data()["adjustStock"][0]["onHand"], on_hand + 3);
+
+    let before = stock_state(&app).await;
+    let theirs = downtown
+        .query(
+            &adjust,
+            json!({ "sku": SKU, "location": "STORE-MALL", "delta": 3, "reason": "recount" }),
+        )
+        .await;
+    assert_eq!(theirs.error_codes(), ["FORBIDDEN"], "{}", theirs.body);
+    assert_eq!(theirs.body["data"], Value::Null);
+    // Shoppers and anonymous viewers change no stock anywhere.
+    let shopper = Client::new(app.gateway.url()).token(app.token(
+        "web",
+        Role::Shopper,
+        Some("shopper@example.com"),
+        None,
+    ));
+    for client in [shopper, Client::new(app.gateway.url()).channel("web")] {
+        let reply = client
+            .query(
+                RECEIVE,
+                json!({ "input": { "sku": SKU, "location": "WH-EAST", "quantity": 1 } }),
+            )
+            .await;
+        assert_eq!(reply.error_codes(), ["FORBIDDEN"], "{}", reply.body);
+    }
+    assert_eq!(stock_state(&app).await, before, "nothing changed");
+    app.gateway.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_its_code_and_field_and_changes_nothing() {
+    let app = spawn_app().await;
+    let admin = admin(&app, "web");
+    let shopper = Client::new(app.gateway.url()).channel("web");
+    let mut events = app.gateway.state.bus.subscribe();
+    let before = stock_state(&app).await;
+    let cases: Vec<(&Client, &str, Value, &str, &str)> = vec![
+        (
+            &admin,
+            RECEIVE,
+            json!({ "sku": SKU, "location": "WH-EAST", "quantity": 0 }),
+            "BAD_USER_INPUT",
+            "input.quantity",
+        ),
+        (
+            &admin,
+            RECEIVE,
+            json!({ "sku": SKU, "location": "WH-EAST", "quantity": -5 }),
+            "BAD_USER_INPUT",
+            "input.quantity",
+        ),
+        (
+            &admin,
+            RECEIVE,
+            json!({ "sku": SKU, "location": "WH-EAST", "quantity": 2_000_000 }),
+            "BAD_USER_INPUT",
+            "input.quantity",
+        ),
+        (
+            &admin,
+            RECEIVE,
+            json!({ "sku": "NOPE-0", "location": "WH-EAST", "quantity": 1 }),
+            "NOT_FOUND",
+            "input.sku",
+        ),
+        (
+            &admin,
+            RECEIVE,
+            json!({ "sku": SKU, "location": "WH-MOON", "quantity": 1 }),
+            "NOT_FOUND",
+            "input.location",
+        ),
+        (
+            &admin,
+            ADJUST,
+            json!({ "sku": SKU, "location": "WH-EAST", "delta": 0, "reason": "x" }),
+            "BAD_USER_INPUT",
+            "input.delta",
+        ),
+        (
+            &admin,
+            ADJUST,
+            json!({ "sku": SKU, "location": "WH-EAST", "delta": 1, "reason": "  " }),
+            "BAD_USER_INPUT",
+            "input.reason",
+        ),
+        (
+            &admin,
+            ADJUST,
+            json!({ "sku": SKU, "location": "WH-EAST", "delta": -1_000_000, "reason": "x" }),
+            "INSUFFICIENT_STOCK",
+            "input.delta",
+        ),
+        (
+            &admin,
+            TRANSFER,
+            json!({ "sku": SKU, "from": "WH-EAST", "to": "WH-EAST", "quantity": 1 }),
+            "BAD_USER_INPUT",
+            "input.to",
+        ),
+        (
+            &admin,
+            TRANSFER,
+            json!({ "sku": SKU, "from": "WH-EAST", "to": "WH-MOON", "quantity": 1 }),
+            "NOT_FOUND",
+            "input.to",
+        ),
+        (
+            &admin,
+            TRANSFER,
+            json!({ "sku": SKU, "from": "WH-EAST", "to": "WH-WEST", "quantity": 0 }),
+            "BAD_USER_INPUT",
+            "input.quantity",
+        ),
+        (
+            &shopper,
+            RESERVE,
+            json!({ "sku": SKU, "quantity": 1 }),
+            "BAD_USER_INPUT",
+            "input.ownerToken",
+        ),
+        (
+            &shopper,
+            RESERVE,
+            json!({ "sku": SKU, "quantity": 0, "ownerToken": "cart-1" }),
+            "BAD_USER_INPUT",
+            "input.quantity",
+        ),
+        (
+            &shopper,
+            RESERVE,
+            json!({ "sku": SKU, "quantity": 1, "ownerToken": "" }),
+            "BAD_USER_INPUT",
+            "input.ownerToken",
+        ),
+        (
+            &shopper,
+            RESERVE,
+            json!({ "sku": "NOPE-0", "quantity": 1, "ownerToken": "cart-1" }),
+            "NOT_FOUND",
+            "input.sku",
+        ),
+    ];
+    for (client, query, input, code, field) in cases {
+        let reply = client.query(query, json!({ "input": input })).await;
+        assert_eq!(reply.error_codes(), [code], "{input}: {}", reply.body);
+        assert_eq!(
+            first_error(&reply)["extensions"]["field"],
+            field,
+            "{input}: {}",
+            reply.body
+        );
+        assert_eq!(reply.body["data"], Value::Null, "{input}");
+    }
+    assert_eq!(stock_state(&app).await, before, "nothing changed");
+    assert!(stock_events(&mut events).is_empty(), "nothing published");
+
+    // Releasing twice, someone else's reservation, an expired one.
+    let reserved = shopper
+        .query(
+            RESERVE,
+            json!({ "input": { "sku": SKU, "quantity": 1, "ownerToken": "cart-a" } }),
+        )
+        .await;
+    let id = reserved.data()["reserveStock"][0]["id"].clone();
+    let other = shopper
+        .query(RELEASE, json!({ "id": id, "token": "cart-b" }))
+        .await;
+    assert_eq!(other.error_codes(), ["FORBIDDEN"], "{}", other.body);
+    let other = shopper
+        .query(EXTEND, json!({ "id": id, "token": "cart-b" }))
+        .await;
+    assert_eq!(other.error_codes(), ["FORBIDDEN"], "{}", other.body);
+    let released = shopper
+        .query(RELEASE, json!({ "id": id, "token": "cart-a" }))
+        .await;
+    assert_eq!(released.data()["releaseReservation"]["state"], "released");
+    let settled = stock_state(&app).await;
+    let twice = shopper
+        .query(RELEASE, json!({ "id": id, "token": "cart-a" }))
+        .await;
+    assert_eq!(twice.error_codes(), ["CONFLICT"], "{}", twice.body);
+    assert_eq!(first_error(&twice)["extensions"]["field"], "id");
+    let bad_id = shopper
+        .query(RELEASE, json!({ "id": "nope", "token": "cart-a" }))
+        .await;
+    assert_eq!(bad_id.error_codes(), ["BAD_USER_INPUT"], "{}", bad_id.body);
+    assert_eq!(stock_state(&app).await, settled, "nothing changed");
+
+    execute(
+        &app,
+        "UPDATE channel SET reservation_ttl_seconds = 1 WHERE code = 'web'",
+    )
+    .await;
+    let short = shopper
+        .query(
+            RESERVE,
+            json!({ "input": { "sku": SKU, "quantity": 1, "ownerToken": "cart-c" } }),
+        )
+        .await;
+    let id = short.data()["reserveStock"][0]["id"].clone();
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let settled = stock_state(&app).await;
+    let late = shopper
+        .query(EXTEND, json!({ "id": id, "token": "cart-c" }))
+        .await;
+    assert_eq!(late.error_codes(), ["CONFLICT"], "{}", late.body);
+    assert_eq!(stock_state(&app).await, settled, "nothing changed");
+    app.gateway.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn insufficient_stock_names_what_was_asked_and_what_is_available() {
+    let app = spawn_app().await;
+    let admin = admin(&app, "web");
+    let (_, _, east) = at(&levels(&admin, SKU).await, "WH-EAST");
+    let reply = admin
+        .query(
+            TRANSFER,
+            json!({ "input": { "sku": SKU, "from": "WH-EAST", "to": "WH-WEST", "quantity": east + 1 } }),
+        )
+        .await;
+    assert_eq!(
+        reply.error_codes(),
+        ["INSUFFICIENT_STOCK"],
+        "{}",
+        reply.body
+    );
+    let line = &first_error(&reply)["extensions"]["shortages"][0];
+    assert_eq!(line["field"], "input.quantity", "{}", reply.body);
+    assert_eq!(line["requested"], east + 1);
+    assert_eq!(line["available"], east);
+
+    // A cart on web: 5 free at WH-EAST, safety stock 2, so 3 may be sold.
+    set_free_units(&app, SKU, "WH-EAST", 5).await;
+    let shopper = Client::new(app.gateway.url()).channel("web");
+    let reply = shopper
+        .query(
+            RESERVE,
+            json!({ "input": { "sku": SKU, "quantity": 4, "ownerToken": "cart-1" } }),
+        )
+        .await;
+    assert_eq!(
+        reply.error_codes(),
+        ["INSUFFICIENT_STOCK"],
+        "{}",
+        reply.body
+    );
+    let line = &first_error(&reply)["extensions"]["shortages"][0];
+    assert_eq!(
+        (&line["requested"], &line["available"]),
+        (&json!(4), &json!(3))
+    );
+    let reply = shopper
+        .query(
+            RESERVE,
+            json!({ "input": { "sku": SKU, "quantity": 3, "ownerToken": "cart-1" } }),
+        )
+        .await;
+    let reservation = &reply.data()["reserveStock"][0];
+    assert_eq!(reservation["quantity"], 3);
+    assert_eq!(reservation["state"], "active");
+    assert!(reservation["expiresAt"].is_string(), "{}", reply.body);
+    let seen = shopper.query(LEVELS, json!({ "sku": SKU })).await;
+    assert_eq!(
+        seen.body["data"]["variant"]["availability"],
+        json!({ "status": "OUT_OF_STOCK", "quantity": null })
+    );
+    app.gateway.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_cart_reservations_never_oversell() {
+    let app = spawn_app().await;
+    const UNITS: i64 = 7;
+    // UNITS + the web safety stock free at WH-EAST: the channel may sell UNITS.
+    set_free_units(&app, SKU, "WH-EAST", UNITS + 2).await;
+    let reserved_before = scalar(&app, "SELECT COALESCE(SUM(reserved), 0) FROM stock_level").await;
+    let shopper = Client::new(app.gateway.url()).channel("web");
+    let attempts = (0..30).map(|i| {
+        let shopper = shopper.clone();
+        tokio::spawn(async move {
+            shopper
+                .query(
+                    RESERVE,
+                    json!({ "input": { "sku": SKU, "quantity": 1, "ownerToken": format!("cart-{i}") } }),
+                )
+                .await
+        })
+    });
+    let replies: Vec<_> = futures_join(attempts).await;
+    let won = replies
+        .iter()
+        .filter(|r| r.body.get("errors").is_none())
+        .count();
+    for reply in replies.iter().filter(|r| r.body.get("errors").is_some()) {
+        assert_eq!(
+            reply.error_codes(),
+            ["INSUFFICIENT_STOCK"],
+            "{}",
+            reply.body
+        );
+    }
+    assert_eq!(won as i64, UNITS, "exactly the free units are reserved");
+    assert_eq!(
+        scalar(&app, "SELECT COALESCE(SUM(reserved), 0) FROM stock_level").await,
+        reserved_before + UNITS
+    );
+    assert_eq!(ledger_mismatches(&app).await, 0);
+    app.gateway.stop().await.unwrap();
+}
+
+async fn futures_join(
+    handles: impl Iterator<Item = tokio::task::JoinHandle<e2e::Reply>>,
+) -> Vec<e2e::Reply> {
+    let handles: Vec<_> = handles.collect();
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_sweeper_releases_expired_reservations_and_announces_the_levels() {
+    let app = spawn_app_with(|config| config.inventory.sweep_interval_secs = 1).await;
+    execute(
+        &app,
+        "UPDATE channel SET reservation_ttl_seconds = 1 WHERE code = 'web'",
+    )
+    .await;
+    let reserved_before = scalar(&app, "SELECT COALESCE(SUM(reserved), 0) FROM stock_level").await;
+    let mut events = app.gateway.state.bus.subscribe();
+    let shopper = Client::new(app.gateway.url()).channel("web");
+    let reply = shopper
+        .query(
+            RESERVE,
+            json!({ "input": { "sku": SKU, "quantity": 2, "ownerToken": "cart-s" } }),
+        )
+        .await;
+    let id = reply.data()["reserveStock"][0]["id"].clone();
+    assert_eq!(
+        scalar(&app, "SELECT COALESCE(SUM(reserved), 0) FROM stock_level").await,
+        reserved_before + 2
+    );
+    let mut expired = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if scalar(
+            &app,
+            "SELECT COUNT(*) FROM reservation WHERE state = 'expired'",
+        )
+        .await
+            == 1
+        {
+            expired = true;
+            break;
+        }
+    }
+    assert!(expired, "the sweeper released the reservation");
+    assert_eq!(
+        scalar(&app, "SELECT COALESCE(SUM(reserved), 0) FROM stock_level").await,
+        reserved_before
+    );
+    assert_eq!(ledger_mismatches(&app).await, 0);
+    // The reservation's event, then the sweeper's (give the publish a moment).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let published = stock_events(&mut events);
+    assert_eq!(published.len(), 2, "{published:?}");
+    let Event::StockChanged { levels } = &published[1] else {
+        unreachable!()
+    };
+    assert_eq!(levels.len(), 1);
+    let late = shopper
+        .query(EXTEND, json!({ "id": id, "token": "cart-s" }))
+        .await;
+    assert_eq!(late.error_codes(), ["CONFLICT"], "{}", late.body);
+    app.gateway.stop().await.unwrap();
+}
