@@ -23,7 +23,8 @@ pub enum Event {
         promotion_ids: Vec<i64>,
     },
     /// Stock levels changed (received, adjusted, transferred, reserved, released, swept):
-    /// each level as it is after the change, with its new version.
+    /// each level as it is after the change, with its new version and the ledger sequence
+    /// number of the last movement behind it (for replaying from the ledger).
     StockChanged { levels: Vec<LevelState> },
 }
 
@@ -35,13 +36,17 @@ pub struct LevelState {
     pub on_hand: i32,
     pub reserved: i32,
     pub version: i64,
+    /// The id of the last `inventory_movement` of this change at this level.
+    pub sequence: i64,
 }
 
 impl Event {
-    /// The event announcing `levels` (`None` when there are none: nothing to announce).
-    pub fn stock_changed(levels: &[commerce_core::entities::stock_level::Model]) -> Option<Self> {
-        (!levels.is_empty()).then(|| Self::StockChanged {
-            levels: levels
+    /// The event announcing a committed stock change (`None` when it changed no level:
+    /// nothing to announce).
+    pub fn stock_changed(change: &commerce_core::inventory::StockChange) -> Option<Self> {
+        (!change.levels.is_empty()).then(|| Self::StockChanged {
+            levels: change
+                .levels
                 .iter()
                 .map(|l| LevelState {
                     variant_id: l.variant_id,
@@ -49,6 +54,13 @@ impl Event {
                     on_hand: l.on_hand,
                     reserved: l.reserved,
                     version: l.version,
+                    sequence: change
+                        .movements
+                        .iter()
+                        .filter(|m| m.variant_id == l.variant_id && m.location_id == l.location_id)
+                        .map(|m| m.id)
+                        .max()
+                        .unwrap_or_default(),
                 })
                 .collect(),
         })

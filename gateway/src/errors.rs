@@ -41,11 +41,8 @@ pub enum ApiError {
     Conflict { field: String, reason: String },
     /// Not enough stock: one line per shortfall, each with what was asked and what is
     /// available (`extensions.shortages`).
-    #[error("{message}")]
-    InsufficientStock {
-        message: String,
-        lines: Vec<commerce_core::error::StockShortage>,
-    },
+    #[error("insufficient stock: {}", describe_shortages(lines))]
+    InsufficientStock { lines: Vec<Shortage> },
     /// The viewer may not see this field on this channel.
     #[error("{0}")]
     Forbidden(String),
@@ -55,6 +52,76 @@ pub enum ApiError {
     /// Something failed on our side; details went to the log, never to the client.
     #[error("internal error")]
     Internal,
+}
+
+/// One shortfall of an `INSUFFICIENT_STOCK` error: what was asked and what is available.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shortage {
+    /// The input field that carried the quantity (`input.quantity`).
+    pub field: String,
+    pub variant_id: i64,
+    /// `None` for a channel's pooled stock.
+    pub location_id: Option<i64>,
+    /// The variant's SKU, when the resolver knows it.
+    pub sku: Option<String>,
+    /// The location's code, when the resolver knows it.
+    pub location: Option<String>,
+    pub requested: i64,
+    pub available: i64,
+}
+
+fn describe_shortages(lines: &[Shortage]) -> String {
+    lines
+        .iter()
+        .map(|line| {
+            let what = line
+                .sku
+                .clone()
+                .unwrap_or_else(|| format!("variant {}", line.variant_id));
+            let at = match (&line.location, line.location_id) {
+                (Some(code), _) => format!(" at {code}"),
+                (None, Some(id)) => format!(" at location {id}"),
+                (None, None) => String::new(),
+            };
+            format!(
+                "{}: {what}{at}: {} requested, {} available",
+                line.field, line.requested, line.available
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Shortage {
+    /// The line as `extensions.shortages[i]`.
+    fn value(&self) -> async_graphql::Value {
+        use crate::graphql::ids::{Kind, encode_id};
+        use async_graphql::{Name, Value};
+        let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::from);
+        let fields = [
+            ("field", Value::from(self.field.as_str())),
+            (
+                "variantId",
+                Value::from(encode_id(Kind::Variant, self.variant_id).to_string()),
+            ),
+            ("sku", text(&self.sku)),
+            (
+                "locationId",
+                self.location_id.map_or(Value::Null, |id| {
+                    Value::from(encode_id(Kind::StockLocation, id).to_string())
+                }),
+            ),
+            ("location", text(&self.location)),
+            ("requested", Value::from(self.requested)),
+            ("available", Value::from(self.available)),
+        ];
+        Value::Object(
+            fields
+                .into_iter()
+                .map(|(name, value)| (Name::new(name), value))
+                .collect(),
+        )
+    }
 }
 
 impl ApiError {
@@ -85,9 +152,19 @@ impl From<CoreError> for ApiError {
                 Self::NotFound(format!("{entity} {key} not found"))
             }
             CoreError::InvalidInput { field, reason } => Self::BadUserInput { field, reason },
-            CoreError::InsufficientStock { ref lines } => Self::InsufficientStock {
-                message: err.to_string(),
-                lines: lines.clone(),
+            CoreError::InsufficientStock { lines } => Self::InsufficientStock {
+                lines: lines
+                    .into_iter()
+                    .map(|line| Shortage {
+                        field: line.field,
+                        variant_id: line.variant_id,
+                        location_id: line.location_id,
+                        sku: None,
+                        location: None,
+                        requested: line.requested,
+                        available: line.available,
+                    })
+                    .collect(),
             },
             CoreError::Conflict { field, reason } => Self::Conflict { field, reason },
             CoreError::Forbidden { field, reason } => Self::Forbidden(format!("{field}: {reason}")),
@@ -108,51 +185,11 @@ impl ErrorExtensions for ApiError {
                 Self::BadUserInput { field, .. } | Self::Conflict { field, .. } => {
                     ext.set("field", field.as_str());
                 }
-                Self::InsufficientStock { lines, .. } => {
+                Self::InsufficientStock { lines } => {
                     if let Some(first) = lines.first() {
                         ext.set("field", first.field.as_str());
                     }
-                    let shortages: Vec<async_graphql::Value> = lines
-                        .iter()
-                        .map(|line| {
-                            let mut map = async_graphql::indexmap::IndexMap::new();
-                            map.insert(
-                                async_graphql::Name::new("field"),
-                                async_graphql::Value::from(line.field.as_str()),
-                            );
-                            map.insert(
-                                async_graphql::Name::new("variantId"),
-                                async_graphql::Value::from(
-                                    crate::graphql::ids::encode_id(
-                                        crate::graphql::ids::Kind::Variant,
-                                        line.variant_id,
-                                    )
-                                    .to_string(),
-                                ),
-                            );
-                            map.insert(
-                                async_graphql::Name::new("locationId"),
-                                line.location_id.map_or(async_graphql::Value::Null, |id| {
-                                    async_graphql::Value::from(
-                                        crate::graphql::ids::encode_id(
-                                            crate::graphql::ids::Kind::StockLocation,
-                                            id,
-                                        )
-                                        .to_string(),
-                                    )
-                                }),
-                            );
-                            map.insert(
-                                async_graphql::Name::new("requested"),
-                                async_graphql::Value::from(line.requested),
-                            );
-                            map.insert(
-                                async_graphql::Name::new("available"),
-                                async_graphql::Value::from(line.available),
-                            );
-                            async_graphql::Value::Object(map)
-                        })
-                        .collect();
+                    let shortages: Vec<_> = lines.iter().map(Shortage::value).collect();
                     ext.set("shortages", shortages);
                 }
                 _ => {}

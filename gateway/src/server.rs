@@ -530,7 +530,7 @@ async fn sweep_reservations(
         loop {
             match release_expired(&db, chrono::Utc::now(), MAX_SWEEP).await {
                 Ok(swept) => {
-                    if let Some(event) = crate::bus::Event::stock_changed(&swept.change.levels) {
+                    if let Some(event) = crate::bus::Event::stock_changed(&swept.change) {
                         bus.publish(event);
                     }
                     if (swept.reservations.len() as u64) < MAX_SWEEP {

@@ -143,8 +143,16 @@ fn input_field(core: &str) -> String {
     path.to_owned()
 }
 
-/// A core result as a GraphQL one with its code, its fields named as in the schema.
-fn stock_api<T>(result: Result<T, CoreError>) -> Result<T> {
+/// What a resolver knows by name: shortages then name their SKU and location codes.
+#[derive(Default)]
+struct Names<'a> {
+    sku: Option<&'a str>,
+    locations: Vec<&'a stock_location::Model>,
+}
+
+/// A core result as a GraphQL one with its code, its fields named as in the schema, and
+/// shortages naming the SKU and the locations in `names`.
+fn stock_api<T>(result: Result<T, CoreError>, names: &Names<'_>) -> Result<T> {
     result.map_err(|err| {
         let not_found_field = match &err {
             CoreError::NotFound { key, .. } => key
@@ -162,11 +170,19 @@ fn stock_api<T>(result: Result<T, CoreError>) -> Result<T> {
                 field: input_field(&field),
                 reason,
             },
-            ApiError::InsufficientStock { message, mut lines } => {
+            ApiError::InsufficientStock { mut lines } => {
                 for line in &mut lines {
                     line.field = input_field(&line.field);
+                    line.sku = names.sku.map(str::to_owned);
+                    line.location = line.location_id.and_then(|id| {
+                        names
+                            .locations
+                            .iter()
+                            .find(|l| l.id == id)
+                            .map(|l| l.code.clone())
+                    });
                 }
-                ApiError::InsufficientStock { message, lines }
+                ApiError::InsufficientStock { lines }
             }
             other => other,
         };
@@ -256,7 +272,7 @@ async fn committed(
     change: StockChange,
     sku: &str,
 ) -> Result<Vec<StockLevelChange>> {
-    if let Some(event) = Event::stock_changed(&change.levels) {
+    if let Some(event) = Event::stock_changed(&change) {
         context.bus.publish(event);
     }
     let codes = location_codes(context, change.levels.iter().map(|l| l.location_id)).await?;
@@ -374,6 +390,10 @@ impl InventoryMutation {
                 Utc::now(),
             )
             .await,
+            &Names {
+                sku: Some(&variant.sku),
+                locations: vec![&location],
+            },
         )?;
         committed(context, change, &variant.sku).await
     }
@@ -402,6 +422,10 @@ impl InventoryMutation {
                 Utc::now(),
             )
             .await,
+            &Names {
+                sku: Some(&variant.sku),
+                locations: vec![&location],
+            },
         )?;
         committed(context, change, &variant.sku).await
     }
@@ -432,6 +456,10 @@ impl InventoryMutation {
                 Utc::now(),
             )
             .await,
+            &Names {
+                sku: Some(&variant.sku),
+                locations: vec![&from, &to],
+            },
         )?;
         committed(context, change, &variant.sku).await
     }
@@ -463,8 +491,12 @@ impl InventoryMutation {
                 Utc::now(),
             )
             .await,
+            &Names {
+                sku: Some(&variant.sku),
+                locations: Vec::new(),
+            },
         )?;
-        if let Some(event) = Event::stock_changed(&reserved.change.levels) {
+        if let Some(event) = Event::stock_changed(&reserved.change) {
             context.bus.publish(event);
         }
         shape_reservations(context, reserved.reservations, Some(&variant.sku)).await
@@ -490,6 +522,7 @@ impl InventoryMutation {
                 Utc::now(),
             )
             .await,
+            &Names::default(),
         )?;
         one_reservation(context, row).await
     }
@@ -514,8 +547,9 @@ impl InventoryMutation {
                 Utc::now(),
             )
             .await,
+            &Names::default(),
         )?;
-        if let Some(event) = Event::stock_changed(&change.levels) {
+        if let Some(event) = Event::stock_changed(&change) {
             context.bus.publish(event);
         }
         one_reservation(context, row).await

@@ -203,6 +203,18 @@ async fn admin_receipts_adjustments_and_transfers_show_in_stock_levels_and_the_l
     };
     assert_eq!(levels.len(), 2, "a transfer changes two levels");
     assert!(levels.iter().all(|l| l.version > 0));
+    // Each level carries the ledger sequence number of its movement, the newest of its level.
+    for level in levels {
+        let newest = scalar(
+            &app,
+            &format!(
+                "SELECT MAX(id) FROM inventory_movement WHERE variant_id = {} AND location_id = {}",
+                level.variant_id, level.location_id
+            ),
+        )
+        .await;
+        assert_eq!(level.sequence, newest, "{level:?}");
+    }
     app.gateway.stop().await.unwrap();
 }
 
@@ -457,6 +469,17 @@ async fn insufficient_stock_names_what_was_asked_and_what_is_available() {
     assert_eq!(line["field"], "input.quantity", "{}", reply.body);
     assert_eq!(line["requested"], east + 1);
     assert_eq!(line["available"], east);
+    assert_eq!(
+        (&line["sku"], &line["location"]),
+        (&json!(SKU), &json!("WH-EAST"))
+    );
+    assert_eq!(
+        first_error(&reply)["message"],
+        format!(
+            "insufficient stock: input.quantity: {SKU} at WH-EAST: {} requested, {east} available",
+            east + 1
+        )
+    );
 
     // A cart on web: 5 free at WH-EAST, safety stock 2, so 3 may be sold.
     set_free_units(&app, SKU, "WH-EAST", 5).await;
@@ -602,5 +625,36 @@ async fn the_sweeper_releases_expired_reservations_and_announces_the_levels() {
         .query(EXTEND, json!({ "id": id, "token": "cart-s" }))
         .await;
     assert_eq!(late.error_codes(), ["CONFLICT"], "{}", late.body);
+    app.gateway.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_clerk_reserves_at_their_store_and_only_the_owner_releases() {
+    let app = spawn_app().await;
+    let downtown = clerk(&app, "STORE-DOWNTOWN");
+    downtown
+        .query(
+            ADJUST,
+            json!({ "input": { "sku": SKU, "location": "STORE-DOWNTOWN", "delta": 3, "reason": "recount" } }),
+        )
+        .await
+        .data();
+    // Signed in: no ownerToken needed; the units come from the clerk's store.
+    let reply = downtown
+        .query(RESERVE, json!({ "input": { "sku": SKU, "quantity": 2 } }))
+        .await;
+    let reservation = &reply.data()["reserveStock"][0];
+    assert_eq!(reservation["location"], "STORE-DOWNTOWN", "{}", reply.body);
+    let id = reservation["id"].clone();
+    let mall = clerk(&app, "STORE-MALL");
+    let theirs = mall.query(RELEASE, json!({ "id": id })).await;
+    assert_eq!(theirs.error_codes(), ["FORBIDDEN"], "{}", theirs.body);
+    let mine = downtown.query(RELEASE, json!({ "id": id })).await;
+    assert_eq!(mine.data()["releaseReservation"]["state"], "released");
+    assert_eq!(
+        at(&levels(&downtown, SKU).await, "STORE-DOWNTOWN").1,
+        0,
+        "nothing reserved any more"
+    );
     app.gateway.stop().await.unwrap();
 }
