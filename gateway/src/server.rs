@@ -450,6 +450,18 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
         rate_limits.redis().cloned(),
     )
     .map_err(StartError::Operations)?;
+    for channel in &config.persisted.persisted_only_channels {
+        let count = persisted.safelist_len(channel);
+        if count == 0 {
+            tracing::warn!(
+                channel = %channel,
+                dir = %config.persisted.operations_dir.display(),
+                "channel {channel} runs persisted operations only, but its safelist is empty: every request on it will be refused (is [persisted] operations_dir right for this working directory?)"
+            );
+        } else {
+            tracing::info!(channel = %channel, operations = count, "safelist loaded");
+        }
+    }
     let (db, sql_statements) = open_database(&config.database_url).await?;
     let demo_mode = demo;
     let demo = if demo {

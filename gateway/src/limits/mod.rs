@@ -257,6 +257,16 @@ impl Limits {
         self.config.quota(channel)
     }
 
+    /// The bucket name of a claimed channel: itself when it has a quota of its own, else
+    /// `default`, so clients cannot get fresh buckets by naming channels that do not exist.
+    pub fn bucket_channel<'a>(&self, channel: &'a str) -> &'a str {
+        if self.config.channels.contains_key(channel) {
+            channel
+        } else {
+            "default"
+        }
+    }
+
     /// The most one operation may cost on `channel` (applies even when limits are off).
     pub fn max_cost_per_operation(&self, channel: &str) -> u64 {
         self.quota(channel).max_cost_per_operation

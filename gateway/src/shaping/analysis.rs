@@ -282,6 +282,20 @@ impl Analyzer<'_> {
                 _ => self.default_page_size,
             });
         }
+        // A quote's lines are as many as the `lines` argument holds (up to 100), priced each.
+        if let Some((_, value)) = field.arguments.iter().find(|(n, _)| n.node == "lines") {
+            let value = value.node.clone().into_const_with(|name| {
+                Ok::<_, ()>(self.variables.get(&name).cloned().unwrap_or(Value::Null))
+            });
+            let lines = match value {
+                Ok(Value::List(items)) => items.len() as u64,
+                _ => LIST_ESTIMATE,
+            };
+            return Multiplier::Connection(lines.max(1));
+        }
+        if parent.is_some_and(|p| p.as_str() == "Quote") && field.name.node == "lines" {
+            return Multiplier::Items(1);
+        }
         let returns_connection = ty.is_some_and(|t| named_type(t).ends_with("Connection"));
         if returns_connection {
             return Multiplier::Connection(self.default_page_size);
@@ -417,6 +431,17 @@ mod tests {
             size("{ ...Nope }", serde_json::json!({})),
             Err(SizeError::UnknownFragment("Nope".into()))
         );
+    }
+
+    #[test]
+    fn a_quote_costs_by_its_lines() {
+        let query = "query($l: [QuoteLineInput!]!) { priceQuote(lines: $l) { lines { price { unitPrice } } } }";
+        let lines: Vec<serde_json::Value> = (0..100)
+            .map(|i| serde_json::json!({ "sku": format!("S{i}"), "quantity": 1 }))
+            .collect();
+        let s = size(query, serde_json::json!({ "l": lines })).unwrap();
+        // priceQuote (1) + 100 × (line 1 + price 1)
+        assert_eq!(s.cost, 1 + 100 * 2);
     }
 
     #[test]

@@ -107,7 +107,12 @@ pub struct PersistedOperations {
 struct Apq {
     entries: HashMap<String, Arc<str>>,
     order: VecDeque<String>,
+    /// Bytes of query text held.
+    bytes: usize,
 }
+
+/// Most bytes of automatic persisted queries one instance keeps in memory.
+pub const APQ_MAX_MEMORY_BYTES: usize = 16 * 1024 * 1024;
 
 /// One safelisted operation, for listings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -201,15 +206,18 @@ impl PersistedOperations {
                         channel: channel.to_owned(),
                     });
                 }
-                if persisted.is_some() && !restricted {
-                    if query.len() > self.config.apq_max_query_bytes {
-                        return Err(PersistedError::BadRequest(format!(
-                            "a persisted query may be at most {} bytes",
-                            self.config.apq_max_query_bytes
-                        )));
-                    }
-                    self.apq_set(&hash, &query).await;
+                if persisted.is_some()
+                    && !restricted
+                    && query.len() > self.config.apq_max_query_bytes
+                {
+                    return Err(PersistedError::BadRequest(format!(
+                        "a persisted query may be at most {} bytes",
+                        self.config.apq_max_query_bytes
+                    )));
                 }
+                // Not stored yet: the caller registers it once it has run
+                // ([`Self::register`]), so documents that never parse, or clients over their
+                // rate, cannot fill the store.
                 Ok(query)
             }
         }
@@ -228,6 +236,15 @@ impl PersistedOperations {
         memory.entries.get(hash).map(|text| text.to_string())
     }
 
+    /// Stores an automatic persisted query that has just run (sent with its hash). Memory
+    /// holds at most `apq_max_entries` and [`APQ_MAX_MEMORY_BYTES`], oldest dropped first.
+    pub async fn register(&self, channel: &str, hash: &str, query: &str) {
+        if self.is_persisted_only(channel) || query.len() > self.config.apq_max_query_bytes {
+            return;
+        }
+        self.apq_set(hash, query).await;
+    }
+
     async fn apq_set(&self, hash: &str, query: &str) {
         if let Some(redis) = &self.redis {
             match redis.apq_set(hash, query, self.config.apq_ttl_secs).await {
@@ -239,14 +256,19 @@ impl PersistedOperations {
         if memory.entries.contains_key(hash) {
             return;
         }
-        while memory.entries.len() >= self.config.apq_max_entries.max(1) {
+        while memory.entries.len() >= self.config.apq_max_entries.max(1)
+            || memory.bytes + query.len() > APQ_MAX_MEMORY_BYTES
+        {
             match memory.order.pop_front() {
                 Some(oldest) => {
-                    memory.entries.remove(&oldest);
+                    if let Some(text) = memory.entries.remove(&oldest) {
+                        memory.bytes -= text.len();
+                    }
                 }
                 None => break,
             }
         }
+        memory.bytes += query.len();
         memory.entries.insert(hash.to_owned(), Arc::from(query));
         memory.order.push_back(hash.to_owned());
     }
@@ -365,9 +387,16 @@ mod tests {
             Err(PersistedError::NotFound)
         );
         for (text, hash) in texts.iter().zip(&hashes) {
-            ops.resolve("web", Some((*text).to_owned()), Some(hash), false)
+            let query = ops
+                .resolve("web", Some((*text).to_owned()), Some(hash), false)
                 .await
                 .unwrap();
+            // Not stored until it has run.
+            assert_eq!(
+                ops.resolve("web", None, Some(hash), false).await,
+                Err(PersistedError::NotFound)
+            );
+            ops.register("web", &hash.sha256, &query).await;
         }
         // At most 2 kept: the oldest went.
         assert_eq!(

@@ -46,12 +46,29 @@ pub(crate) async fn execute(
     method: Method,
     media: ResponseMedia,
 ) -> Response {
-    // Who asks, and on which channel: no SQL yet.
+    // Who asks, and on which channel: no SQL yet. A client sending bad tokens is limited by
+    // its address like any other, so a flood of them gets 429s, not free 401s.
     let (channel_code, claims) = match authenticate(state, headers) {
         Ok(authenticated) => authenticated,
-        Err(refusal) => return refusal.into_response(media),
+        Err(refusal) => {
+            let client = ClientKey::of(None, client_ip);
+            if let Err(limited) = state.limits.check_request("default", &client).await {
+                return rate_limited(media, &limited, crate::metrics::LimitKind::Rate);
+            }
+            return refusal.into_response(media);
+        }
     };
     crate::metrics::claimed_channel(&channel_code);
+    // The request rate, before any parsing or SQL: what a client is refused for later
+    // (syntax, size, unknown channel) still counts against its bucket.
+    let client = ClientKey::of(claims.as_ref().map(|c| c.sub.as_str()), client_ip);
+    if let Err(limited) = state
+        .limits
+        .check_request(state.limits.bucket_channel(&channel_code), &client)
+        .await
+    {
+        return rate_limited(media, &limited, crate::metrics::LimitKind::Rate);
+    }
     // The document: the request's text, or a persisted operation named by its hash; on
     // persisted-only channels, safelisted operations only (admins excepted).
     let persisted = match params
@@ -64,6 +81,7 @@ pub(crate) async fn execute(
         Err(err) => return persisted_refusal(media, &err),
     };
     let unrestricted = claims.as_ref().is_some_and(|c| c.role == Role::Admin);
+    let sent_text = params.query.is_some();
     let query = match state
         .persisted
         .resolve(
@@ -199,14 +217,6 @@ pub(crate) async fn execute(
         )
         .into_response(media);
     }
-    let client = ClientKey::of(viewer.subject.as_deref(), client_ip);
-    if let Err(limited) = state
-        .limits
-        .check_request(&policy.channel.code, &client)
-        .await
-    {
-        return rate_limited(media, &limited, crate::metrics::LimitKind::Rate);
-    }
     // The cost budget is charged the requested cost before the operation runs.
     let budget = match size {
         Some(size) => match state
@@ -223,6 +233,11 @@ pub(crate) async fn execute(
             }
         },
         None => None,
+    };
+    let apq_text = if persisted.is_some() && sent_text {
+        query.clone()
+    } else {
+        String::new()
     };
     let mut request = async_graphql::Request::new(query).variables(variables);
     if let Some(name) = &params.operation_name {
@@ -242,6 +257,16 @@ pub(crate) async fn execute(
         .await;
     if let Some(operation) = operation {
         complete_response(&mut response, &document, &operation.node);
+    }
+    // An automatic persisted query sent with its text is kept once it has run.
+    if let Some(persisted) = &persisted
+        && sent_text
+        && response.data != Value::Null
+    {
+        state
+            .persisted
+            .register(&channel_code, &persisted.sha256, &apq_text)
+            .await;
     }
     if let Some(size) = size {
         report_cost(&mut response, &size, budget);

@@ -259,3 +259,62 @@ async fn cost_budgets_charge_report_and_refuse() {
     remove_keys(&app).await;
     app.gateway.stop().await.unwrap();
 }
+
+/// Requests refused for what they carry (a syntax error, an unknown channel, a bad token)
+/// still count against the client's bucket, and the refusals cost no SQL once limited.
+#[tokio::test]
+async fn refused_requests_count_against_the_rate_too() {
+    let prefix = unique_prefix();
+    let app = tight_app(3, &prefix, true).await;
+    let http = reqwest::Client::new();
+    let post = |body: &'static str, header: Option<(&'static str, &'static str)>| {
+        let mut request = http
+            .post(format!("{}/graphql", app.gateway.url()))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        async move { request.send().await.expect("an answer").status() }
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(post(r#"{"query":"{ channel { code "}"#, None).await);
+    }
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "parse errors are rate limited: {statuses:?}"
+    );
+    // Unknown channels share the default bucket (no fresh bucket per made-up name), and bad
+    // tokens are limited by address.
+    let mut limited = false;
+    for i in 0..30 {
+        let channel: &'static str = Box::leak(format!("nochan{i}").into_boxed_str());
+        if post(
+            r#"{"query":"{ channel { code } }"}"#,
+            Some(("x-channel", channel)),
+        )
+        .await
+            == StatusCode::TOO_MANY_REQUESTS
+        {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "made-up channels do not escape the limit");
+    let mut limited = false;
+    for _ in 0..30 {
+        if post(
+            r#"{"query":"{ channel { code } }"}"#,
+            Some(("authorization", "Bearer a.b.c")),
+        )
+        .await
+            == StatusCode::TOO_MANY_REQUESTS
+        {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "a bad-token flood gets 429s");
+    remove_keys(&app).await;
+}

@@ -136,6 +136,23 @@ async fn automatic_persisted_queries_register_then_run_by_hash_elsewhere() {
         .unwrap();
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["data"]["channel"]["code"], "web");
+    // A document that does not parse is never kept, so it cannot fill the store.
+    let broken = "{ channel { code ";
+    let broken_hash = sha256_hex(broken);
+    let (_, body) = post(
+        &app,
+        &[],
+        json!({ "query": broken, "extensions": hash_extension(&broken_hash) }),
+    )
+    .await;
+    assert_eq!(code(&body), "GRAPHQL_PARSE_FAILED");
+    let (_, body) = post(
+        &app,
+        &[],
+        json!({ "extensions": hash_extension(&broken_hash) }),
+    )
+    .await;
+    assert_eq!(code(&body), "PERSISTED_QUERY_NOT_FOUND");
     // A hash that is not the text's is a bad request.
     let (status, body) = post(
         &app,
