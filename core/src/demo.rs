@@ -639,6 +639,8 @@ async fn seed(txn: &DatabaseTransaction) -> Result<DemoSummary, CoreError> {
             safety_stock: Set(spec.safety_stock),
             low_stock_threshold: Set(spec.low_stock_threshold),
             routing_policy: Set("fewest_shipments".to_owned()),
+            // POS reservations are hard holds (a customer at the till); carts expire.
+            reservation_ttl_seconds: Set(if spec.code == "pos" { 0 } else { 900 }),
             ..Default::default()
         }
         .insert(txn)

@@ -645,6 +645,8 @@ async fn a_clerk_reserves_at_their_store_and_only_the_owner_releases() {
         .await;
     let reservation = &reply.data()["reserveStock"][0];
     assert_eq!(reservation["location"], "STORE-DOWNTOWN", "{}", reply.body);
+    // The demo's POS channel has no reservation TTL: a till's hold is hard, never swept.
+    assert_eq!(reservation["expiresAt"], Value::Null, "{}", reply.body);
     let id = reservation["id"].clone();
     let mall = clerk(&app, "STORE-MALL");
     let theirs = mall.query(RELEASE, json!({ "id": id })).await;
