@@ -1,18 +1,32 @@
 //! Domain events the gateway announces after a change has committed.
 //!
-//! For now the bus is in process: a [`tokio::sync::broadcast`] channel that every
-//! subscriber of this gateway process hears. A Redis-backed bus, so that every gateway
-//! instance hears every change, comes with the inventory issue; publishers and subscribers
-//! keep this interface.
+//! Every subscriber of this process hears events through a [`tokio::sync::broadcast`]
+//! channel. In cluster mode (`REDIS_URL`) the bus also sends each event on the Redis pub/sub
+//! channel `<limits.redis_key_prefix>events` (`gateway:events`), and a background task per
+//! gateway forwards the events of the other instances into its own broadcast channel, so a
+//! change committed through instance A reaches a subscriber connected to instance B. Each
+//! event is delivered locally at once and travels tagged with the publishing instance's random
+//! id, so an instance never hears its own events twice.
+//!
+//! Redis never fails a publish: while it is unreachable, events still reach this instance's
+//! subscribers, the other instances miss them, and a warning is logged (at most one line per
+//! [`WARN_EVERY`]). The subscriber task reconnects with backoff; events published while it
+//! was disconnected are not replayed (subscribers reload what they cache, as after a lag).
+
+mod redis_link;
 
 use tokio::sync::broadcast;
+
+pub use redis_link::{BusTask, WARN_EVERY, WIRE_VERSION};
 
 /// How many events a slow subscriber may fall behind before it misses some (it then gets
 /// `RecvError::Lagged` and should reload what it caches).
 pub const CAPACITY: usize = 1024;
 
-/// Something that changed, published once its transaction has committed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Something that changed, published once its transaction has committed. On the wire (Redis)
+/// it is JSON tagged by `type` (`"PricesChanged"`, `"StockChanged"`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type")]
 pub enum Event {
     /// Prices may have changed: the price lists, the variants and the promotions touched
     /// (ids sorted; `variant_ids` empty when no variant in particular, e.g. a promotion on
@@ -29,7 +43,7 @@ pub enum Event {
 }
 
 /// One stock level after a change: `(variant, location)` with its counts and version.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LevelState {
     pub variant_id: i64,
     pub location_id: i64,
@@ -67,10 +81,12 @@ impl Event {
     }
 }
 
-/// The in-process event bus; cloning it gives another handle on the same channel.
+/// The event bus; cloning it gives another handle on the same channel (and Redis link).
 #[derive(Clone, Debug)]
 pub struct EventBus {
     sender: broadcast::Sender<Event>,
+    /// Cluster mode: where events go to the other instances.
+    redis: Option<redis_link::Outbox>,
 }
 
 impl Default for EventBus {
@@ -83,14 +99,26 @@ impl EventBus {
     /// A bus holding up to [`CAPACITY`] events per subscriber.
     pub fn new() -> Self {
         let (sender, _) = broadcast::channel(CAPACITY);
-        Self { sender }
+        Self {
+            sender,
+            redis: None,
+        }
     }
 
-    /// Announces `event` to every current subscriber; returns how many there are (an event
-    /// nobody listens to is dropped, which is not an error).
+    /// Announces `event` to every current subscriber of this process and, in cluster mode,
+    /// queues it for the other instances (without waiting for Redis); returns how many local
+    /// subscribers there are (an event nobody listens to is dropped, which is not an error).
     pub fn publish(&self, event: Event) -> usize {
         tracing::debug!(?event, "publishing");
+        if let Some(redis) = &self.redis {
+            redis.send(&event);
+        }
         self.sender.send(event).unwrap_or(0)
+    }
+
+    /// The Redis pub/sub channel events travel on, in cluster mode.
+    pub fn redis_channel(&self) -> Option<&str> {
+        self.redis.as_ref().map(redis_link::Outbox::channel)
     }
 
     /// A receiver of every event published from now on.

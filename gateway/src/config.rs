@@ -30,8 +30,9 @@ pub struct Config {
     pub jwt_secret: Option<crate::auth::Secret>,
     /// Rate limits and query-cost budgets per channel (`GATEWAY_LIMITS=off` turns them off).
     pub limits: crate::limits::LimitsConfig,
-    /// `redis://…`: cluster mode's shared rate limits and cost budgets. Env `REDIS_URL`.
-    /// Unset: every instance counts on its own.
+    /// `redis://…`: cluster mode's shared rate limits and cost budgets, and the events
+    /// between instances (pub/sub channel `<limits.redis_key_prefix>events`). Env `REDIS_URL`.
+    /// Unset: every instance counts on its own and hears only its own events.
     pub redis_url: Option<String>,
     /// Browser origins allowed per channel (`[cors.channels.<code>] origins`).
     pub cors: crate::cors::CorsConfig,

@@ -380,6 +380,8 @@ pub struct RunningGateway {
     /// The reservation sweeper ([`sweep_reservations`]) and what stops it.
     sweeper_stop: oneshot::Sender<()>,
     sweeper: JoinHandle<()>,
+    /// Cluster mode: the bus's Redis publisher and subscriber tasks.
+    bus_task: Option<crate::bus::BusTask>,
 }
 
 impl AppState {
@@ -410,6 +412,10 @@ impl RunningGateway {
         let _ = self.sweeper_stop.send(());
         let served = self.task.await.unwrap_or(Ok(()));
         let _ = self.sweeper.await;
+        // After the last events of in-flight requests and the sweeper were published.
+        if let Some(bus_task) = self.bus_task {
+            bus_task.stop().await;
+        }
         let closed = db::close(&self.state.db).await;
         served?;
         closed.map_err(|err| std::io::Error::other(format!("closing the database: {err}")))
@@ -444,6 +450,15 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
             crate::limits::Clock::monotonic(),
         ),
         None => crate::limits::Limits::in_process(&config.limits),
+    };
+    // Cluster mode: events travel to the other instances on `<redis_key_prefix>events`.
+    let (bus, bus_task) = match &config.redis_url {
+        Some(url) => {
+            let channel = format!("{}events", config.limits.redis_key_prefix);
+            let (bus, task) = crate::bus::EventBus::connect(url, &channel).await?;
+            (bus, Some(task))
+        }
+        None => (crate::bus::EventBus::new(), None),
     };
     let persisted = crate::shaping::persisted::PersistedOperations::load(
         &config.persisted,
@@ -482,7 +497,7 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
                 .collect(),
         ),
         sql_statements,
-        bus: crate::bus::EventBus::new(),
+        bus,
         auth: Arc::new(auth),
         introspection_for_all: demo_mode,
         limits: Arc::new(rate_limits),
@@ -516,6 +531,7 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
         task,
         sweeper_stop,
         sweeper,
+        bus_task,
     })
 }
 

@@ -6,6 +6,7 @@ mod catalog;
 mod completion;
 mod connections;
 mod demo_data;
+mod events;
 mod fuzz;
 mod graphiql;
 mod hardening;
