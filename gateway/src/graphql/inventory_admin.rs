@@ -9,6 +9,14 @@
 //!   name their cart with `ownerToken`, signed-in viewers may leave it out (the reservation
 //!   is then theirs). `extendReservation` and `releaseReservation` are for the same owner
 //!   only (`FORBIDDEN` otherwise).
+//! * `commitReservation` turns an active reservation into a sale (movement `sale`): its owner
+//!   may, an admin may, and a POS clerk may for reservations at their own store (the till
+//!   sells); anyone else gets `FORBIDDEN` before any write.
+//! * `returnStock` takes returned units back into stock (movement `return`), for admins
+//!   anywhere and POS clerks at their own store.
+//! * `setStockHold` (admin only) keeps units of a SKU for one channel, at one location or
+//!   anywhere, which other channels can neither sell nor reserve; quantity 0 removes the hold.
+//!   A hold changes no stock level, so it writes no ledger entry and publishes nothing.
 //! * Each calls one core function of [`commerce_core::inventory`], which validates and
 //!   writes (ledger included) in one transaction; once it has committed, the changed levels
 //!   are published as [`Event::StockChanged`]. A failed mutation changes and publishes
@@ -22,7 +30,7 @@
 use async_graphql::{Context, ErrorExtensions, ID, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use commerce_core::CoreError;
-use commerce_core::entities::{reservation, stock_level, stock_location, variant};
+use commerce_core::entities::{channel, reservation, stock_level, stock_location, variant};
 use commerce_core::inventory::{self, Lifetime, Owner, OwnerKind, StockChange};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
@@ -76,6 +84,45 @@ pub struct TransferStockInput {
     /// 1 to 1,000,000 units.
     pub quantity: i32,
     pub reason: Option<String>,
+}
+
+/// Returned units of a SKU taken back into stock at a location.
+#[derive(InputObject)]
+pub struct ReturnStockInput {
+    pub sku: String,
+    /// The location's code.
+    pub location: String,
+    /// 1 to 1,000,000 units.
+    pub quantity: i32,
+    /// Why (customer return, unsold POS basket, …); required.
+    pub reason: String,
+    /// An outside reference such as a return number.
+    pub reference: Option<String>,
+}
+
+/// Units of a SKU kept for one channel.
+#[derive(InputObject)]
+pub struct SetStockHoldInput {
+    pub sku: String,
+    /// The channel's code, e.g. `pos`.
+    pub channel: String,
+    /// The code of the location the units are kept at; leave it out to keep them across all
+    /// locations.
+    pub location: Option<String>,
+    /// 0 to 1,000,000 units; 0 removes the hold.
+    pub quantity: i32,
+}
+
+/// Units of a SKU kept for one channel: other channels can neither sell nor reserve them.
+#[derive(SimpleObject)]
+pub struct StockHold {
+    pub sku: String,
+    /// The channel's code.
+    pub channel: String,
+    /// The location's code; `null` for a hold across all locations.
+    pub location: Option<String>,
+    /// The units kept; 0 once the hold is removed.
+    pub quantity: i32,
 }
 
 /// Units of a SKU to hold for a cart.
@@ -137,6 +184,7 @@ fn input_field(core: &str) -> String {
         "reason" => "input.reason",
         "reference" => "input.reference",
         "owner" | "owner.reference" => "input.ownerToken",
+        "channel_id" => "input.channel",
         "reservation_id" => "id",
         other => return other.to_owned(),
     };
@@ -553,5 +601,131 @@ impl InventoryMutation {
             context.bus.publish(event);
         }
         one_reservation(context, row).await
+    }
+
+    /// Turns an active reservation into a sale (movement `sale`: on hand and reserved both go
+    /// down by its units). Its owner may, an admin may, and a POS clerk may for reservations
+    /// at their own store.
+    async fn commit_reservation(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        owner_token: Option<String>,
+    ) -> Result<Reservation> {
+        let context = request_context(ctx)?;
+        let reservation_id = decode_id(Kind::Reservation, &id, "id").api()?;
+        let row = reservation::Entity::find_by_id(reservation_id)
+            .one(&context.db)
+            .await
+            .map_err(CoreError::from)
+            .api()?
+            .ok_or_else(|| not_found("reservation", id.as_str(), "id"))?;
+        let viewer = &context.viewer;
+        let till = viewer.role == Some(Role::PosClerk) && viewer.store_id == Some(row.location_id);
+        // Admins and the store's till sell for anyone; others only what they own (the core
+        // checks ownership before it writes).
+        let owner = if viewer.admin || till {
+            None
+        } else {
+            Some(owner(context, owner_token.as_deref(), "ownerToken")?)
+        };
+        let (row, change) = stock_api(
+            inventory::commit_reservation(
+                &context.db,
+                reservation_id,
+                owner.as_ref(),
+                &actor(context),
+                None,
+                Utc::now(),
+            )
+            .await,
+            &Names::default(),
+        )?;
+        if let Some(event) = Event::stock_changed(&change) {
+            context.bus.publish(event);
+        }
+        one_reservation(context, row).await
+    }
+
+    /// Takes returned units back into stock at a location (movement `return`), with a reason
+    /// (admin, or a POS clerk at their store). Returns the changed level.
+    async fn return_stock(
+        &self,
+        ctx: &Context<'_>,
+        input: ReturnStockInput,
+    ) -> Result<Vec<StockLevelChange>> {
+        let context = request_context(ctx)?;
+        let location = find_location(context, &input.location, "input.location").await?;
+        let context = stock_keeper(ctx, &location)?;
+        let variant = find_variant(context, &input.sku, "input.sku").await?;
+        if input.reason.trim().is_empty() {
+            return Err(ApiError::bad_input("input.reason", "must not be empty").extend());
+        }
+        let change = stock_api(
+            inventory::return_stock(
+                &context.db,
+                &inventory::StockIn {
+                    variant_id: variant.id,
+                    location_id: location.id,
+                    quantity: input.quantity,
+                    actor: actor(context),
+                    reason: input.reason,
+                    reference: input.reference,
+                },
+                Utc::now(),
+            )
+            .await,
+            &Names {
+                sku: Some(&variant.sku),
+                locations: vec![&location],
+            },
+        )?;
+        committed(context, change, &variant.sku).await
+    }
+
+    /// Keeps `quantity` units of a SKU for one channel, at a location or (without one) across
+    /// all locations: other channels can neither sell nor reserve them. Replaces that
+    /// channel's hold on the SKU there; 0 removes it. Admin only.
+    async fn set_stock_hold(
+        &self,
+        ctx: &Context<'_>,
+        input: SetStockHoldInput,
+    ) -> Result<StockHold> {
+        let context = request_context(ctx)?;
+        if !context.viewer.admin {
+            return Err(
+                ApiError::Forbidden("setting stock holds needs an admin token".to_owned()).extend(),
+            );
+        }
+        let channel = channel::Entity::find()
+            .filter(channel::Column::Code.eq(input.channel.as_str()))
+            .one(&context.db)
+            .await
+            .map_err(CoreError::from)
+            .api()?
+            .ok_or_else(|| not_found("channel", &input.channel, "input.channel"))?;
+        let location = match input.location.as_deref() {
+            Some(code) => Some(find_location(context, code, "input.location").await?),
+            None => None,
+        };
+        let variant = find_variant(context, &input.sku, "input.sku").await?;
+        let hold = stock_api(
+            inventory::set_hold(
+                &context.db,
+                channel.id,
+                variant.id,
+                location.as_ref().map(|l| l.id),
+                input.quantity,
+                Utc::now(),
+            )
+            .await,
+            &Names::default(),
+        )?;
+        Ok(StockHold {
+            sku: variant.sku,
+            channel: channel.code,
+            location: location.map(|l| l.code),
+            quantity: hold.map_or(0, |h| h.quantity),
+        })
     }
 }

@@ -21,6 +21,11 @@ const TRANSFER: &str = "mutation($input: TransferStockInput!) { transferStock(in
 const RESERVE: &str = "mutation($input: ReserveStockInput!) { reserveStock(input: $input) { id sku location quantity state expiresAt } }";
 const EXTEND: &str = "mutation($id: ID!, $token: String) { extendReservation(id: $id, ownerToken: $token) { id state expiresAt } }";
 const RELEASE: &str = "mutation($id: ID!, $token: String) { releaseReservation(id: $id, ownerToken: $token) { id state quantity } }";
+const COMMIT: &str = "mutation($id: ID!, $token: String) { commitReservation(id: $id, ownerToken: $token) { id sku location state quantity } }";
+const RETURN: &str = "mutation($input: ReturnStockInput!) { returnStock(input: $input) { sku location onHand reserved available version } }";
+const HOLD: &str = "mutation($input: SetStockHoldInput!) { setStockHold(input: $input) { sku channel location quantity } }";
+const AVAILABILITY: &str =
+    "query($sku: String!) { variant(sku: $sku) { availability { status quantity } } }";
 
 async fn execute(app: &TestApp, sql: &str) {
     let db = &app.gateway.state.db;
@@ -657,6 +662,357 @@ async fn a_clerk_reserves_at_their_store_and_only_the_owner_releases() {
         at(&levels(&downtown, SKU).await, "STORE-DOWNTOWN").1,
         0,
         "nothing reserved any more"
+    );
+    app.gateway.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn committing_a_reservation_sells_it_and_only_the_owner_may() {
+    let app = spawn_app().await;
+    let admin = admin(&app, "web");
+    set_free_units(&app, SKU, "WH-EAST", 10).await;
+    let shopper = Client::new(app.gateway.url()).channel("web");
+    let reply = shopper
+        .query(
+            RESERVE,
+            json!({ "input": { "sku": SKU, "quantity": 2, "ownerToken": "cart-a" } }),
+        )
+        .await;
+    let id = reply.data()["reserveStock"][0]["id"].clone();
+    let before = at(&levels(&admin, SKU).await, "WH-EAST");
+    let mut events = app.gateway.state.bus.subscribe();
+
+    // Someone else's cart, a clerk of another store, an anonymous viewer without a token.
+    let state = stock_state(&app).await;
+    let other = shopper
+        .query(COMMIT, json!({ "id": id, "token": "cart-b" }))
+        .await;
+    assert_eq!(other.error_codes(), ["FORBIDDEN"], "{}", other.body);
+    assert_eq!(other.body["data"], Value::Null);
+    let mall = clerk(&app, "STORE-MALL");
+    let theirs = mall.query(COMMIT, json!({ "id": id })).await;
+    assert_eq!(theirs.error_codes(), ["FORBIDDEN"], "{}", theirs.body);
+    let anonymous = shopper.query(COMMIT, json!({ "id": id })).await;
+    assert_eq!(
+        anonymous.error_codes(),
+        ["BAD_USER_INPUT"],
+        "{}",
+        anonymous.body
+    );
+    assert_eq!(first_error(&anonymous)["extensions"]["field"], "ownerToken");
+    let missing = shopper
+        .query(COMMIT, json!({ "id": "nope", "token": "cart-a" }))
+        .await;
+    assert_eq!(
+        missing.error_codes(),
+        ["BAD_USER_INPUT"],
+        "{}",
+        missing.body
+    );
+    assert_eq!(stock_state(&app).await, state, "nothing changed");
+    assert!(stock_events(&mut events).is_empty(), "nothing published");
+
+    let sold = shopper
+        .query(COMMIT, json!({ "id": id, "token": "cart-a" }))
+        .await;
+    let row = &sold.data()["commitReservation"];
+    assert_eq!(row["state"], "consumed");
+    assert_eq!(
+        (&row["sku"], &row["location"], &row["quantity"]),
+        (&json!(SKU), &json!("WH-EAST"), &json!(2))
+    );
+    let after = at(&levels(&admin, SKU).await, "WH-EAST");
+    assert_eq!(
+        (after.0, after.1),
+        (before.0 - 2, before.1 - 2),
+        "on hand and reserved both drop"
+    );
+    assert_eq!(after.2, before.2, "available is unchanged");
+    assert_eq!(ledger_mismatches(&app).await, 0, "the ledger sums hold");
+    assert_eq!(
+        scalar(
+            &app,
+            "SELECT COUNT(*) FROM inventory_movement WHERE kind = 'sale' AND on_hand_delta = -2 AND reserved_delta = -2",
+        )
+        .await,
+        1
+    );
+    let published = stock_events(&mut events);
+    assert_eq!(published.len(), 1, "{published:?}");
+
+    // Sold already: no longer active.
+    let settled = stock_state(&app).await;
+    let twice = shopper
+        .query(COMMIT, json!({ "id": id, "token": "cart-a" }))
+        .await;
+    assert_eq!(twice.error_codes(), ["CONFLICT"], "{}", twice.body);
+    assert_eq!(first_error(&twice)["extensions"]["field"], "id");
+    assert_eq!(stock_state(&app).await, settled, "nothing changed");
+
+    // An admin sells any cart's reservation; a clerk their store's.
+    let reply = shopper
+        .query(
+            RESERVE,
+            json!({ "input": { "sku": SKU, "quantity": 1, "ownerToken": "cart-c" } }),
+        )
+        .await;
+    let id = reply.data()["reserveStock"][0]["id"].clone();
+    let sold = admin.query(COMMIT, json!({ "id": id })).await;
+    assert_eq!(sold.data()["commitReservation"]["state"], "consumed");
+    let downtown = clerk(&app, "STORE-DOWNTOWN");
+    downtown
+        .query(
+            ADJUST,
+            json!({ "input": { "sku": SKU, "location": "STORE-DOWNTOWN", "delta": 2, "reason": "recount" } }),
+        )
+        .await
+        .data();
+    let reply = downtown
+        .query(
+            RESERVE,
+            json!({ "input": { "sku": SKU, "quantity": 1, "ownerToken": "basket-1" } }),
+        )
+        .await;
+    let id = reply.data()["reserveStock"][0]["id"].clone();
+    let sold = downtown.query(COMMIT, json!({ "id": id })).await;
+    assert_eq!(
+        sold.data()["commitReservation"]["location"],
+        "STORE-DOWNTOWN"
+    );
+    assert_eq!(ledger_mismatches(&app).await, 0);
+    app.gateway.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn returned_stock_goes_back_on_hand_through_the_ledger() {
+    let app = spawn_app().await;
+    let admin = admin(&app, "web");
+    let (east, _, _) = at(&levels(&admin, SKU).await, "WH-EAST");
+    let mut events = app.gateway.state.bus.subscribe();
+    let returned = admin
+        .query(
+            RETURN,
+            json!({ "input": { "sku": SKU, "location": "WH-EAST", "quantity": 2, "reason": "customer return", "reference": "RMA-1" } }),
+        )
+        .await;
+    assert_eq!(returned.data()["returnStock"][0]["onHand"], east + 2);
+    assert_eq!(at(&levels(&admin, SKU).await, "WH-EAST").0, east + 2);
+    assert_eq!(
+        scalar(
+            &app,
+            "SELECT COUNT(*) FROM inventory_movement WHERE kind = 'return' AND on_hand_delta = 2 \
+             AND reason = 'customer return' AND reference = 'RMA-1'",
+        )
+        .await,
+        1
+    );
+    assert_eq!(ledger_mismatches(&app).await, 0);
+    assert_eq!(stock_events(&mut events).len(), 1, "published after commit");
+
+    // A clerk at their store; elsewhere, or a shopper, is refused; bad input names its field.
+    let downtown = clerk(&app, "STORE-DOWNTOWN");
+    let mine = downtown
+        .query(
+            RETURN,
+            json!({ "input": { "sku": SKU, "location": "STORE-DOWNTOWN", "quantity": 1, "reason": "unsold basket" } }),
+        )
+        .await;
+    assert_eq!(mine.data()["returnStock"][0]["location"], "STORE-DOWNTOWN");
+    let before = stock_state(&app).await;
+    let shopper = Client::new(app.gateway.url()).token(app.token(
+        "web",
+        Role::Shopper,
+        Some("shopper@example.com"),
+        None,
+    ));
+    let refused: Vec<(&Client, Value, &str, Option<&str>)> = vec![
+        (
+            &downtown,
+            json!({ "sku": SKU, "location": "STORE-MALL", "quantity": 1, "reason": "x" }),
+            "FORBIDDEN",
+            None,
+        ),
+        (
+            &shopper,
+            json!({ "sku": SKU, "location": "WH-EAST", "quantity": 1, "reason": "x" }),
+            "FORBIDDEN",
+            None,
+        ),
+        (
+            &admin,
+            json!({ "sku": SKU, "location": "WH-EAST", "quantity": 0, "reason": "x" }),
+            "BAD_USER_INPUT",
+            Some("input.quantity"),
+        ),
+        (
+            &admin,
+            json!({ "sku": SKU, "location": "WH-EAST", "quantity": 1, "reason": " " }),
+            "BAD_USER_INPUT",
+            Some("input.reason"),
+        ),
+        (
+            &admin,
+            json!({ "sku": SKU, "location": "WH-MOON", "quantity": 1, "reason": "x" }),
+            "NOT_FOUND",
+            Some("input.location"),
+        ),
+        (
+            &admin,
+            json!({ "sku": "NOPE-0", "location": "WH-EAST", "quantity": 1, "reason": "x" }),
+            "NOT_FOUND",
+            Some("input.sku"),
+        ),
+    ];
+    for (client, input, code, field) in refused {
+        let reply = client.query(RETURN, json!({ "input": input })).await;
+        assert_eq!(reply.error_codes(), [code], "{input}: {}", reply.body);
+        if let Some(field) = field {
+            assert_eq!(first_error(&reply)["extensions"]["field"], field, "{input}");
+        }
+    }
+    assert_eq!(stock_state(&app).await, before, "nothing changed");
+    app.gateway.stop().await.unwrap();
+}
+
+/// `(status, quantity)` of the client's channel availability of `sku`.
+async fn availability(client: &Client, sku: &str) -> Value {
+    let reply = client.query(AVAILABILITY, json!({ "sku": sku })).await;
+    reply.data()["variant"]["availability"].clone()
+}
+
+#[tokio::test]
+async fn a_hold_keeps_units_for_one_channel_and_only_admins_set_holds() {
+    let app = spawn_app().await;
+    // POS also sells from WH-EAST in this test, and its stores are empty: what POS reserves
+    // comes from WH-EAST, where web can sell 7 free units less its safety stock of 2.
+    execute(
+        &app,
+        "INSERT INTO channel_location (channel_id, location_id, priority, created_at, updated_at) \
+         SELECT c.id, l.id, 3, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM channel c, stock_location l \
+         WHERE c.code = 'pos' AND l.code = 'WH-EAST'",
+    )
+    .await;
+    set_free_units(&app, SKU, "WH-EAST", 7).await;
+    let web_admin = admin(&app, "web");
+    let pos_admin = admin(&app, "pos");
+    for store in ["STORE-DOWNTOWN", "STORE-MALL"] {
+        let (on_hand, reserved, _) = at(&levels(&pos_admin, SKU).await, store);
+        if on_hand > reserved {
+            pos_admin
+                .query(
+                    ADJUST,
+                    json!({ "input": { "sku": SKU, "location": store, "delta": reserved - on_hand, "reason": "test set-up" } }),
+                )
+                .await
+                .data();
+        }
+    }
+    let shopper = Client::new(app.gateway.url()).channel("web");
+    assert_eq!(
+        availability(&shopper, SKU).await,
+        json!({ "status": "LOW_STOCK", "quantity": 5 })
+    );
+
+    // Only admins set holds: nothing changes for anyone else.
+    let input = json!({ "sku": SKU, "channel": "pos", "location": "WH-EAST", "quantity": 3 });
+    let holds = "SELECT COUNT(*) FROM stock_hold";
+    let held_before = scalar(&app, holds).await;
+    let signed_in = Client::new(app.gateway.url()).token(app.token(
+        "web",
+        Role::Shopper,
+        Some("shopper@example.com"),
+        None,
+    ));
+    for client in [&shopper, &signed_in, &clerk(&app, "STORE-DOWNTOWN")] {
+        let reply = client.query(HOLD, json!({ "input": input })).await;
+        assert_eq!(reply.error_codes(), ["FORBIDDEN"], "{}", reply.body);
+        assert_eq!(reply.body["data"], Value::Null);
+    }
+    for (bad, code, field) in [
+        (
+            json!({ "quantity": -1 }),
+            "BAD_USER_INPUT",
+            "input.quantity",
+        ),
+        (json!({ "channel": "moon" }), "NOT_FOUND", "input.channel"),
+        (
+            json!({ "location": "WH-MOON" }),
+            "NOT_FOUND",
+            "input.location",
+        ),
+        (json!({ "sku": "NOPE-0" }), "NOT_FOUND", "input.sku"),
+    ] {
+        let mut input = input.clone();
+        for (key, value) in bad.as_object().unwrap() {
+            input[key] = value.clone();
+        }
+        let reply = web_admin.query(HOLD, json!({ "input": input })).await;
+        assert_eq!(reply.error_codes(), [code], "{input}: {}", reply.body);
+        assert_eq!(first_error(&reply)["extensions"]["field"], field, "{input}");
+    }
+    assert_eq!(scalar(&app, holds).await, held_before, "no hold set");
+
+    let held = web_admin.query(HOLD, json!({ "input": input })).await;
+    assert_eq!(
+        held.data()["setStockHold"],
+        json!({ "sku": SKU, "channel": "pos", "location": "WH-EAST", "quantity": 3 })
+    );
+    // Web's availability drops by the held units; beyond it, web reservations fail.
+    assert_eq!(
+        availability(&shopper, SKU).await,
+        json!({ "status": "LOW_STOCK", "quantity": 2 })
+    );
+    let state = stock_state(&app).await;
+    let reply = shopper
+        .query(
+            RESERVE,
+            json!({ "input": { "sku": SKU, "quantity": 3, "ownerToken": "cart-w" } }),
+        )
+        .await;
+    assert_eq!(
+        reply.error_codes(),
+        ["INSUFFICIENT_STOCK"],
+        "{}",
+        reply.body
+    );
+    let line = &first_error(&reply)["extensions"]["shortages"][0];
+    assert_eq!(
+        (&line["requested"], &line["available"]),
+        (&json!(3), &json!(2))
+    );
+    assert_eq!(stock_state(&app).await, state, "nothing changed");
+    // POS, whose units they are, still reserves them.
+    let reply = pos_admin
+        .query(
+            RESERVE,
+            json!({ "input": { "sku": SKU, "quantity": 3, "ownerToken": "basket-h" } }),
+        )
+        .await;
+    let reservation = &reply.data()["reserveStock"][0];
+    assert_eq!(
+        (&reservation["location"], &reservation["quantity"]),
+        (&json!("WH-EAST"), &json!(3)),
+        "{}",
+        reply.body
+    );
+    let id = reservation["id"].clone();
+    pos_admin
+        .query(RELEASE, json!({ "id": id, "token": "basket-h" }))
+        .await
+        .data();
+
+    // Quantity 0 removes the hold: web sells the units again.
+    let removed = web_admin
+        .query(
+            HOLD,
+            json!({ "input": { "sku": SKU, "channel": "pos", "location": "WH-EAST", "quantity": 0 } }),
+        )
+        .await;
+    assert_eq!(removed.data()["setStockHold"]["quantity"], 0);
+    assert_eq!(scalar(&app, holds).await, held_before);
+    assert_eq!(
+        availability(&shopper, SKU).await,
+        json!({ "status": "LOW_STOCK", "quantity": 5 })
     );
     app.gateway.stop().await.unwrap();
 }
