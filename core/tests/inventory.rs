@@ -4,9 +4,12 @@
 //! Scenarios run on a fresh SQLite file, and on a fresh scratch PostgreSQL database
 //! (`inv_<pid>_<n>`, dropped afterwards) when `TEST_DATABASE_URL` is set.
 
+#[path = "../../migrations/tests/support/mod.rs"]
+mod support;
+use support::{remove_sqlite, scratch_name};
+
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use commerce_core::CoreError;
@@ -19,95 +22,27 @@ use commerce_core::inventory::{
 };
 use migrations::{Migrator, MigratorTrait};
 use proptest::prelude::*;
-use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, Database, DatabaseConnection, EntityTrait, QueryOrder, Set,
-};
+use sea_orm::{ActiveModelTrait, DatabaseConnection, EntityTrait, QueryOrder, Set};
 
 // ---- databases ----
-
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
-fn scratch_name() -> String {
-    format!(
-        "inv_{}_{}_{}",
-        std::process::id(),
-        Utc::now().timestamp_micros(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn with_database_name(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let prefix = base.rsplit_once('/').map_or(base, |(prefix, _)| prefix);
-    match query {
-        Some(query) => format!("{prefix}/{name}?{query}"),
-        None => format!("{prefix}/{name}"),
-    }
-}
-
-fn remove_sqlite(path: &std::path::Path) {
-    for suffix in ["", "-wal", "-shm", "-journal"] {
-        let mut file = path.to_path_buf().into_os_string();
-        file.push(suffix);
-        let _ = std::fs::remove_file(file);
-    }
-}
 
 /// Runs `scenario` on a fresh migrated SQLite file with the [`Fixture`], then on a fresh
 /// PostgreSQL database when `TEST_DATABASE_URL` is set; removes the databases, also when it
 /// panics.
 async fn on_each_database<F, Fut>(test: &str, scenario: F)
 where
-    F: Fn(DatabaseConnection, Fixture) -> Fut,
+    F: Fn(DatabaseConnection, Fixture) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let path = std::env::temp_dir().join(format!("{}.db", scratch_name()));
-    let db = commerce_core::db::connect(&format!("sqlite://{}?mode=rwc", path.display()))
-        .await
-        .expect("a SQLite file");
-    Migrator::up(&db, None).await.expect("migrations");
-    let fixture = Fixture::load(&db).await;
-    let outcome = tokio::spawn(scenario(db.clone(), fixture)).await;
-    let _ = db.close().await;
-    remove_sqlite(&path);
-    if let Err(err) = outcome {
-        eprintln!("{test} failed on SQLite");
-        std::panic::resume_unwind(err.into_panic());
-    }
-
-    let Some(base) = std::env::var("TEST_DATABASE_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-    else {
-        eprintln!("{test}: skipped on PostgreSQL: TEST_DATABASE_URL is unset (ran on SQLite)");
-        return;
-    };
-    let admin = Database::connect(&base)
-        .await
-        .expect("TEST_DATABASE_URL is reachable");
-    let name = scratch_name();
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .expect("creating a scratch database");
-    let db = commerce_core::db::connect(&with_database_name(&base, &name))
-        .await
-        .expect("the scratch database");
-    Migrator::up(&db, None).await.expect("migrations");
-    let fixture = Fixture::load(&db).await;
-    let outcome = tokio::spawn(scenario(db.clone(), fixture)).await;
-    let _ = db.close().await;
-    admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .await
-        .expect("dropping the scratch database");
-    let _ = admin.close().await;
-    if let Err(err) = outcome {
-        eprintln!("{test} failed on PostgreSQL");
-        std::panic::resume_unwind(err.into_panic());
-    }
+    support::on_each_database(test, move |db| {
+        let scenario = scenario.clone();
+        async move {
+            Migrator::up(&db, None).await.expect("migrations");
+            let fixture = Fixture::load(&db).await;
+            scenario(db, fixture).await;
+        }
+    })
+    .await;
 }
 
 // ---- the fixture ----

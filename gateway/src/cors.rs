@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
-use crate::graphql::errors::code;
+use crate::errors::code;
 use crate::transport::{self, ResponseMedia};
 
 /// `[cors]`: the origins allowed per channel.

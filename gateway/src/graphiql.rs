@@ -11,7 +11,7 @@ use axum::extract::rejection::PathRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::graphql::errors::code;
+use crate::errors::code;
 use crate::transport::{ResponseMedia, request_error};
 
 // Versions as macros so that asset names and the page can be assembled with `concat!`.

@@ -156,7 +156,7 @@ mod tests {
     /// back.
     #[tokio::test]
     async fn one_request_writes_a_bounded_number_of_lines() {
-        use crate::graphql::errors::ApiError;
+        use crate::errors::ApiError;
         use commerce_core::CoreError;
         use tracing::Instrument;
 

@@ -48,7 +48,7 @@ pub const UNKNOWN: &str = "unknown";
 /// The label of a channel or code outside the known set.
 pub const OTHER: &str = "other";
 
-/// The error codes that get a label of their own: those of [`crate::graphql::errors::code`].
+/// The error codes that get a label of their own: those of [`crate::errors::code`].
 const CODES: &[&str] = &[
     "BAD_REQUEST",
     "BAD_USER_INPUT",

@@ -19,7 +19,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Serialize;
 
-use crate::graphql::errors::code;
+use crate::errors::code;
 use crate::transport::{ResponseMedia, request_error};
 
 /// Why a response could not be serialized.

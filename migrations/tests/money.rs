@@ -5,95 +5,18 @@
 //! Every test runs on a fresh SQLite file, and on a fresh scratch PostgreSQL database
 //! (`mig_<uuid>`, dropped afterwards) when `TEST_DATABASE_URL` is set.
 
+mod support;
+use support::{exec, on_each_database};
+
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::str::FromStr;
 
 use commerce_core::entities::{order, order_line, price_list_entry, promotion};
 use migrations::{Migrator, MigratorTrait};
 use rust_decimal::Decimal;
-use sea_orm::{
-    ConnectionTrait, Database, DatabaseConnection, DbBackend, EntityTrait, QueryOrder, Statement,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryOrder, Statement};
 
 // ---- running a scenario on every database ----
-
-fn scratch_name() -> String {
-    format!("mig_{}", uuid::Uuid::new_v4().simple())
-}
-
-fn with_database_name(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let prefix = base.rsplit_once('/').map_or(base, |(prefix, _)| prefix);
-    match query {
-        Some(query) => format!("{prefix}/{name}?{query}"),
-        None => format!("{prefix}/{name}"),
-    }
-}
-
-/// Runs `scenario` on a fresh SQLite file, then on a fresh PostgreSQL database when
-/// `TEST_DATABASE_URL` is set. The databases are removed afterwards, also when it panics.
-async fn on_each_database<F, Fut>(test: &str, scenario: F)
-where
-    F: Fn(DatabaseConnection) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let path = std::env::temp_dir().join(format!("{}.db", scratch_name()));
-    let db = commerce_core::db::connect(&format!("sqlite://{}?mode=rwc", path.display()))
-        .await
-        .expect("a SQLite file");
-    let outcome = tokio::spawn(scenario(db.clone())).await;
-    let _ = db.close().await;
-    for suffix in ["", "-wal", "-shm", "-journal"] {
-        let mut file = path.clone().into_os_string();
-        file.push(suffix);
-        let _ = std::fs::remove_file(file);
-    }
-    if let Err(err) = outcome {
-        eprintln!("{test} failed on SQLite");
-        std::panic::resume_unwind(err.into_panic());
-    }
-
-    let Some(base) = std::env::var("TEST_DATABASE_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-    else {
-        eprintln!("{test}: skipped on PostgreSQL: TEST_DATABASE_URL is unset (ran on SQLite)");
-        return;
-    };
-    let admin = Database::connect(&base)
-        .await
-        .expect("TEST_DATABASE_URL is reachable");
-    let name = scratch_name();
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .expect("creating a scratch database");
-    let db = commerce_core::db::connect(&with_database_name(&base, &name))
-        .await
-        .expect("the scratch database");
-    let outcome = tokio::spawn(scenario(db.clone())).await;
-    let _ = db.close().await;
-    admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .await
-        .expect("dropping the scratch database");
-    let _ = admin.close().await;
-    if let Err(err) = outcome {
-        eprintln!("{test} failed on PostgreSQL");
-        std::panic::resume_unwind(err.into_panic());
-    }
-}
-
-// ---- small SQL helpers ----
-
-async fn exec(db: &DatabaseConnection, sql: &str) {
-    db.execute_unprepared(sql)
-        .await
-        .unwrap_or_else(|err| panic!("{sql}: {err}"));
-}
 
 async fn rows(db: &DatabaseConnection, sql: &str) -> Vec<sea_orm::QueryResult> {
     db.query_all_raw(Statement::from_string(db.get_database_backend(), sql))

@@ -8,8 +8,8 @@ use commerce_core::channels::{self, ChannelPolicy};
 use commerce_core::pricing::load::customer_by_email;
 
 use super::tokens::{AuthError, Claims, Role, bearer_token};
+use crate::errors::code;
 use crate::graphql::Viewer;
-use crate::graphql::errors::code;
 use crate::server::AppState;
 use crate::transport::{CHANNEL_HEADER, DEFAULT_CHANNEL, ResponseMedia, request_error};
 

@@ -11,11 +11,11 @@ use commerce_core::entities::{category, product, variant};
 use sea_orm::DatabaseConnection;
 use tokio::sync::OnceCell;
 
-use super::errors::{ApiError, ApiResultExt};
 use super::ids::{Kind, decode_cursor, decode_id, encode_cursor, encode_id};
 use super::inventory::{Availability, StockByVariant, StockLevel};
 use super::pricing::PriceDataByVariant;
 use super::{RequestLoader, request_context, request_data};
+use crate::errors::{ApiError, ApiResultExt};
 
 #[derive(Default)]
 pub struct CatalogQuery;

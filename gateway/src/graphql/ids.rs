@@ -6,7 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use commerce_core::catalog::{ProductCursor, ProductSort, SortKey};
 
-use super::errors::ApiError;
+use crate::errors::ApiError;
 
 /// Kinds of node with a global id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,9 +12,9 @@ use commerce_core::inventory::{
 };
 use sea_orm::DatabaseConnection;
 
-use super::errors::{ApiError, ApiResultExt};
 use super::ids::{Kind, encode_id};
 use super::{RequestLoader, request_context, request_data};
+use crate::errors::{ApiError, ApiResultExt};
 use crate::shaping::StockVisibility;
 
 #[derive(Default)]

@@ -34,11 +34,11 @@ use commerce_core::entities::{channel, reservation, stock_level, stock_location,
 use commerce_core::inventory::{self, Lifetime, Owner, OwnerKind, StockChange};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
-use super::errors::{ApiError, ApiResultExt};
 use super::ids::{Kind, decode_id, encode_id};
 use super::{RequestContext, request_context};
 use crate::auth::Role;
 use crate::bus::Event;
+use crate::errors::{ApiError, ApiResultExt};
 
 /// Longest `ownerToken` (the stored owner reference adds a short prefix).
 pub const MAX_OWNER_TOKEN_LEN: usize = 100;

@@ -6,7 +6,6 @@
 
 pub mod catalog;
 pub mod channels;
-pub mod errors;
 pub mod ids;
 pub mod inventory;
 pub mod inventory_admin;
@@ -23,6 +22,7 @@ use commerce_core::pricing::PriceViewer;
 use sea_orm::DatabaseConnection;
 
 use crate::config::GraphqlConfig;
+use crate::errors;
 
 /// The executable schema served at `/graphql`.
 pub type GatewaySchema = Schema<Query, Mutation, EmptySubscription>;

@@ -23,9 +23,9 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::OnceCell;
 
 use super::catalog::{CategoryTree, ProductsById, Variant};
-use super::errors::{ApiError, ApiResultExt, code};
 use super::ids::{Kind, encode_id};
 use super::{RequestLoader, request_context, request_data};
+use crate::errors::{ApiError, ApiResultExt, code};
 
 /// Most lines one quote may carry.
 pub const MAX_QUOTE_LINES: usize = 100;

@@ -27,11 +27,11 @@ use commerce_core::pricing::admin::{
 };
 use commerce_core::pricing::{PromotionTarget, load};
 
-use super::errors::{ApiError, ApiResultExt};
 use super::ids::{Kind, decode_id, encode_id};
 use super::pricing::{Money, PriceListScope};
 use super::{RequestContext, request_context};
 use crate::bus::Event;
+use crate::errors::{ApiError, ApiResultExt};
 
 // A quantity rule never asks for more units than a shopper may price.
 const _: () = assert!(admin::MAX_RULE_QUANTITY == super::pricing::MAX_QUANTITY);

@@ -40,7 +40,7 @@ use crate::auth::Role;
 use crate::auth::viewer::{Refusal, authenticate, resolve_viewer};
 use crate::completion::{complete_response, selected_operation};
 use crate::config::GraphqlConfig;
-use crate::graphql::errors::code;
+use crate::errors::code;
 use crate::graphql::{RequestContext, Viewer};
 use crate::limits::{Budget, ClientIp, ClientKey, Limited};
 use crate::server::AppState;
