@@ -11,10 +11,7 @@ pub(crate) fn persisted_refusal(media: ResponseMedia, err: &PersistedError) -> R
         PersistedError::NotAllowed { .. } => code::PERSISTED_QUERY_NOT_ALLOWED,
         PersistedError::BadRequest(_) => code::BAD_REQUEST,
     };
-    let status = match err {
-        PersistedError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        _ => media.request_error_status(),
-    };
+    let status = crate::errors::request_status(code, media == ResponseMedia::GraphqlResponseJson);
     request_error(status, media, code, &err.to_string())
 }
 

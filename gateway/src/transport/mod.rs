@@ -71,12 +71,13 @@ impl ResponseMedia {
     }
 
     /// The status of a well-formed request that failed before execution: 400 under the new
-    /// media type, 200 under `application/json` (the spec's rule for legacy clients).
+    /// media type, 200 under `application/json` (the spec's rule for legacy clients). The
+    /// rule lives with every other code's status in [`crate::errors::request_status`].
     pub(crate) fn request_error_status(self) -> StatusCode {
-        match self {
-            Self::GraphqlResponseJson => StatusCode::BAD_REQUEST,
-            Self::Json => StatusCode::OK,
-        }
+        crate::errors::request_status(
+            code::GRAPHQL_VALIDATION_FAILED,
+            self == Self::GraphqlResponseJson,
+        )
     }
 }
 
