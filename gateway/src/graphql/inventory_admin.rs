@@ -274,6 +274,21 @@ fn actor(context: &RequestContext) -> String {
         .map_or_else(|| "anonymous".to_owned(), |s| s.chars().take(120).collect())
 }
 
+/// What a change at one location names, checked in order: the location (it decides who may
+/// change it), the viewer as its stock keeper, then the variant (`input.location`,
+/// `input.sku`).
+async fn stock_target<'a>(
+    ctx: &Context<'a>,
+    sku: &str,
+    location: &str,
+) -> Result<(&'a RequestContext, stock_location::Model, variant::Model)> {
+    let context = request_context(ctx)?;
+    let location = find_location(context, location, "input.location").await?;
+    let context = stock_keeper(ctx, &location)?;
+    let variant = find_variant(context, sku, "input.sku").await?;
+    Ok((context, location, variant))
+}
+
 async fn find_variant(context: &RequestContext, sku: &str, field: &str) -> Result<variant::Model> {
     variant::Entity::find()
         .filter(variant::Column::Sku.eq(sku))
@@ -420,10 +435,7 @@ impl InventoryMutation {
         ctx: &Context<'_>,
         input: ReceiveStockInput,
     ) -> Result<Vec<StockLevelChange>> {
-        let context = request_context(ctx)?;
-        let location = find_location(context, &input.location, "input.location").await?;
-        let context = stock_keeper(ctx, &location)?;
-        let variant = find_variant(context, &input.sku, "input.sku").await?;
+        let (context, location, variant) = stock_target(ctx, &input.sku, &input.location).await?;
         let change = stock_api(
             inventory::receive(
                 &context.db,
@@ -453,10 +465,7 @@ impl InventoryMutation {
         ctx: &Context<'_>,
         input: AdjustStockInput,
     ) -> Result<Vec<StockLevelChange>> {
-        let context = request_context(ctx)?;
-        let location = find_location(context, &input.location, "input.location").await?;
-        let context = stock_keeper(ctx, &location)?;
-        let variant = find_variant(context, &input.sku, "input.sku").await?;
+        let (context, location, variant) = stock_target(ctx, &input.sku, &input.location).await?;
         let change = stock_api(
             inventory::adjust(
                 &context.db,
@@ -654,10 +663,7 @@ impl InventoryMutation {
         ctx: &Context<'_>,
         input: ReturnStockInput,
     ) -> Result<Vec<StockLevelChange>> {
-        let context = request_context(ctx)?;
-        let location = find_location(context, &input.location, "input.location").await?;
-        let context = stock_keeper(ctx, &location)?;
-        let variant = find_variant(context, &input.sku, "input.sku").await?;
+        let (context, location, variant) = stock_target(ctx, &input.sku, &input.location).await?;
         if input.reason.trim().is_empty() {
             return Err(ApiError::bad_input("input.reason", "must not be empty").extend());
         }
