@@ -8,7 +8,9 @@
 //! nearest nullable parent when the field is non-null. This module rebuilds `data` that way:
 //! one walk over the response, guided by the executed document and the schema's field types.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 use std::sync::OnceLock;
 
 use async_graphql::parser::types::{
@@ -109,6 +111,7 @@ pub fn complete_response(
         document,
         shape,
         errors: &response.errors,
+        collected: RefCell::default(),
     };
     let mut data = std::mem::take(&mut response.data);
     // async-graphql answers an operation whose every root field was skipped (`@skip`) with
@@ -156,6 +159,9 @@ struct Walker<'a> {
     document: &'a ExecutableDocument,
     shape: &'a SchemaShape,
     errors: &'a [ServerError],
+    /// Response keys per selection sets (by address), collected once and reused for every
+    /// object they shape: every item of a list shares its selection sets.
+    collected: RefCell<HashMap<Vec<usize>, Rc<Vec<Collected<'a>>>>>,
 }
 
 impl<'a> Walker<'a> {
@@ -232,7 +238,17 @@ impl<'a> Walker<'a> {
         path: &mut Vec<PathSegment>,
     ) -> Result<Object, Bubble> {
         let mut out = Object::with_capacity(map.len());
-        for collected in self.collect(selections) {
+        let key: Vec<usize> = selections
+            .iter()
+            .map(|set| std::ptr::from_ref(*set) as usize)
+            .collect();
+        let all = Rc::clone(
+            self.collected
+                .borrow_mut()
+                .entry(key)
+                .or_insert_with(|| Rc::new(self.collect(selections))),
+        );
+        for collected in all.iter() {
             let ty = self.shape.field(type_name, collected.field);
             path.push(PathSegment::Field(collected.key.to_string()));
             let completed = match map.swap_remove(collected.key.as_str()) {
@@ -346,6 +362,7 @@ mod tests {
             document: &document,
             shape: &shape,
             errors: &errors,
+            collected: RefCell::default(),
         };
         let Value::Object(map) = Value::from_json(data).unwrap() else {
             panic!("object data");
