@@ -38,6 +38,35 @@ pub struct Config {
     pub cors: crate::cors::CorsConfig,
     /// The reservation sweeper.
     pub inventory: InventoryConfig,
+    /// Subscriptions over `/graphql/ws`.
+    pub websocket: WebsocketConfig,
+}
+
+/// `[websocket]`: the subscription socket at `/graphql/ws`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebsocketConfig {
+    /// Seconds a new socket may take to send `connection_init`; then it is closed with 4408
+    /// (1 to 300).
+    pub connection_init_timeout_secs: u64,
+    /// Operations one socket may run at once (1 to 10,000).
+    pub max_operations: usize,
+    /// Largest message a client may send, in bytes (1 KiB to 16 MiB).
+    pub max_message_bytes: usize,
+    /// Seconds between the server's keep-alive pings (and legacy `ka` messages); a socket
+    /// that sends nothing, not even a pong, for three intervals is closed (5 to 3600).
+    pub keep_alive_secs: u64,
+}
+
+impl Default for WebsocketConfig {
+    fn default() -> Self {
+        Self {
+            connection_init_timeout_secs: 10,
+            max_operations: 100,
+            max_message_bytes: 64 * 1024,
+            keep_alive_secs: 15,
+        }
+    }
 }
 
 /// `[inventory]`: the background sweeper that releases expired reservations.
@@ -154,6 +183,7 @@ impl Default for Config {
             redis_url: None,
             cors: crate::cors::CorsConfig::default(),
             inventory: InventoryConfig::default(),
+            websocket: WebsocketConfig::default(),
         }
     }
 }
@@ -299,6 +329,32 @@ impl Config {
                 reason: "must be between 1 and 3600".into(),
             });
         }
+        let ws = &self.websocket;
+        for (key, value, range) in [
+            (
+                "websocket.connection_init_timeout_secs",
+                ws.connection_init_timeout_secs,
+                1..=300,
+            ),
+            (
+                "websocket.max_operations",
+                ws.max_operations as u64,
+                1..=10_000,
+            ),
+            (
+                "websocket.max_message_bytes",
+                ws.max_message_bytes as u64,
+                1024..=16 * 1024 * 1024,
+            ),
+            ("websocket.keep_alive_secs", ws.keep_alive_secs, 5..=3600),
+        ] {
+            if !range.contains(&value) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("must be between {} and {}", range.start(), range.end()),
+                });
+            }
+        }
         for (key, value) in [
             ("auth.issuer", &self.auth.issuer),
             ("auth.audience", &self.auth.audience),
@@ -438,6 +494,34 @@ mod tests {
         assert_eq!(config.graphql.default_page_size, 20);
         let err = toml::from_str::<Config>("[graphql]\nmax_pagesize = 5\n").unwrap_err();
         assert!(err.to_string().contains("max_pagesize"), "{err}");
+    }
+
+    #[test]
+    fn the_websocket_section_is_read_and_validated() {
+        let config: Config =
+            toml::from_str("[websocket]\nmax_operations = 5\nkeep_alive_secs = 30\n").unwrap();
+        assert_eq!(config.websocket.max_operations, 5);
+        assert_eq!(config.websocket.keep_alive_secs, 30);
+        assert_eq!(config.websocket.connection_init_timeout_secs, 10);
+        config.validate().unwrap();
+        let mut bad = Config::default();
+        bad.websocket.connection_init_timeout_secs = 0;
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Invalid {
+                key: "websocket.connection_init_timeout_secs",
+                ..
+            })
+        ));
+        let mut bad = Config::default();
+        bad.websocket.max_message_bytes = 10;
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Invalid {
+                key: "websocket.max_message_bytes",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub const RATE_LIMITED_TOTAL: &str = "gateway_rate_limited_total";
 /// The requested cost of every admitted operation (what its cost budget is charged): `channel`.
 pub const COST_SPENT_TOTAL: &str = "gateway_cost_spent_total";
 
+/// WebSockets open at `/graphql/ws` (a gauge).
+pub const WEBSOCKETS_OPEN: &str = "gateway_websockets_open";
+
 /// Channels that get a label of their own.
 pub const KNOWN_CHANNELS: [&str; 4] = ["web", "mobile", "pos", "b2b"];
 /// The channel label of a request refused before its channel was known.
@@ -151,6 +154,17 @@ fn describe() {
         COST_SPENT_TOTAL,
         "Requested cost of the admitted operations, charged to their cost budgets"
     );
+    metrics::describe_gauge!(WEBSOCKETS_OPEN, "WebSockets open at /graphql/ws");
+}
+
+/// A WebSocket was accepted at `/graphql/ws`.
+pub fn websocket_opened() {
+    metrics::gauge!(WEBSOCKETS_OPEN).increment(1.0);
+}
+
+/// A WebSocket at `/graphql/ws` closed.
+pub fn websocket_closed() {
+    metrics::gauge!(WEBSOCKETS_OPEN).decrement(1.0);
 }
 
 /// `GET /metrics`: the process's metrics in the Prometheus text format.

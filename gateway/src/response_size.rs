@@ -79,19 +79,20 @@ pub fn status(media: ResponseMedia) -> StatusCode {
 
 /// The answer that replaces a response over `max_bytes`.
 pub fn too_large(media: ResponseMedia, max_bytes: usize) -> Response {
-    tracing::warn!(
-        limit = max_bytes,
-        "a response over http.max_response_bytes was replaced by RESPONSE_TOO_LARGE"
-    );
     request_error(
         status(media),
         media,
         code::RESPONSE_TOO_LARGE,
-        &format!(
-            "the response is larger than the limit of {max_bytes} bytes \
-             (http.max_response_bytes); the operation ran but its result is not sent: ask for \
-             less (a smaller `first`, fewer fields)"
-        ),
+        &too_large_message(max_bytes),
+    )
+}
+
+/// What a `RESPONSE_TOO_LARGE` error says.
+pub fn too_large_message(max_bytes: usize) -> String {
+    format!(
+        "the response is larger than the limit of {max_bytes} bytes \
+         (http.max_response_bytes); the operation ran but its result is not sent: ask for \
+         less (a smaller `first`, fewer fields)"
     )
 }
 

@@ -61,6 +61,8 @@ pub struct AppState {
     pub max_response_bytes: usize,
     /// The browser origins allowed to call `/graphql` (`[cors]`; local ones in demo mode).
     pub cors: Arc<crate::cors::CorsPolicy>,
+    /// The subscription socket's limits (`[websocket]`).
+    pub websocket: crate::config::WebsocketConfig,
 }
 
 /// Why the gateway could not start. Each message is one line that names what failed (with
@@ -229,6 +231,7 @@ pub fn router(state: AppState, config: &Config) -> Router {
             "/graphql",
             get(transport::graphql_get).post(transport::graphql_post),
         )
+        .route("/graphql/ws", get(transport::graphql_ws))
         .route("/graphql/assets/{file}", get(crate::graphiql::asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -504,6 +507,7 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
         persisted: Arc::new(persisted),
         max_response_bytes: config.http.max_response_bytes,
         cors: Arc::new(crate::cors::CorsPolicy::new(&config.cors, demo_mode)),
+        websocket: config.websocket.clone(),
     };
     let app = router(state.clone(), &config);
     let limits = crate::connections::Limits::from_config(&config.http);

@@ -4,6 +4,7 @@
 
 pub mod allocation;
 pub mod availability;
+pub mod replay;
 pub mod service;
 
 pub use allocation::{AllocationStrategy, Candidate, GeoPoint, allocate};

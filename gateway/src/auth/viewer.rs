@@ -1,8 +1,7 @@
 //! The viewer of a request: the verified token's claims and channel, or an anonymous viewer of
 //! the `X-Channel` channel; then the channel policy, the token's customer and store.
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::http::{HeaderMap, header};
 use commerce_core::CoreError;
 use commerce_core::channels::{self, ChannelPolicy};
 use commerce_core::pricing::load::customer_by_email;
@@ -11,50 +10,11 @@ use super::tokens::{AuthError, Claims, Role, bearer_token};
 use crate::errors::code;
 use crate::graphql::Viewer;
 use crate::server::AppState;
-use crate::transport::{CHANNEL_HEADER, DEFAULT_CHANNEL, ResponseMedia, request_error};
+use crate::transport::{CHANNEL_HEADER, DEFAULT_CHANNEL};
 
-/// Why a request was refused before execution: a request error with its code (its status
-/// follows from the code: [`crate::errors::request_status`]).
-pub(crate) struct Refusal {
-    code: &'static str,
-    message: String,
-}
-
-impl Refusal {
-    pub(crate) fn unauthenticated(message: impl Into<String>) -> Self {
-        Self {
-            code: code::UNAUTHENTICATED,
-            message: message.into(),
-        }
-    }
-
-    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
-        Self {
-            code: code::FORBIDDEN,
-            message: message.into(),
-        }
-    }
-
-    pub(crate) fn internal() -> Self {
-        Self {
-            code: code::INTERNAL,
-            message: "internal error".to_owned(),
-        }
-    }
-
-    pub(crate) fn into_response(self, media: ResponseMedia) -> Response {
-        let status =
-            crate::errors::request_status(self.code, media == ResponseMedia::GraphqlResponseJson);
-        let mut response = request_error(status, media, self.code, &self.message);
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer error=\"invalid_token\""),
-            );
-        }
-        response
-    }
-}
+/// Why a request was refused before execution (the transport's rejection: a request error
+/// over HTTP, an `error` message over a WebSocket).
+pub(crate) use crate::transport::Rejection as Refusal;
 
 /// The channel named by `X-Channel`, if the header is there.
 pub(crate) fn header_channel(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
@@ -62,11 +22,10 @@ pub(crate) fn header_channel(headers: &HeaderMap) -> Result<Option<String>, Refu
     match headers.get(CHANNEL_HEADER).map(|v| v.to_str()) {
         None => Ok(None),
         Some(Ok(code)) if !code.trim().is_empty() => Ok(Some(code.trim().to_ascii_lowercase())),
-        Some(_) => Err(Refusal {
-            code: code::UNKNOWN_CHANNEL,
-            message: "the X-Channel header must name a channel such as web, mobile, pos or b2b"
-                .to_owned(),
-        }),
+        Some(_) => Err(Refusal::new(
+            code::UNKNOWN_CHANNEL,
+            "the X-Channel header must name a channel such as web, mobile, pos or b2b",
+        )),
     }
 }
 
@@ -83,10 +42,10 @@ pub(crate) async fn load_channel(state: &AppState, code: &str) -> Result<Channel
                         .join(", ")
                 })
                 .unwrap_or_default();
-            Err(Refusal {
-                code: code::UNKNOWN_CHANNEL,
-                message: format!("unknown channel {code:?}; known channels: {known}"),
-            })
+            Err(Refusal::new(
+                code::UNKNOWN_CHANNEL,
+                format!("unknown channel {code:?}; known channels: {known}"),
+            ))
         }
         Err(err) => {
             tracing::error!(error = %err, channel = %code, "loading the channel failed");

@@ -11,11 +11,12 @@ pub mod inventory;
 pub mod inventory_admin;
 pub mod pricing;
 pub mod pricing_admin;
+pub mod stock_events;
 
 use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache};
-use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
+use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
 use commerce_core::channels::ChannelPolicy;
 use commerce_core::entities::customer;
 use commerce_core::pricing::PriceViewer;
@@ -25,7 +26,7 @@ use crate::config::GraphqlConfig;
 use crate::errors;
 
 /// The executable schema served at `/graphql`.
-pub type GatewaySchema = Schema<Query, Mutation, EmptySubscription>;
+pub type GatewaySchema = Schema<Query, Mutation, Subscription>;
 
 /// Every root query field.
 #[derive(MergedObject, Default)]
@@ -43,12 +44,20 @@ pub struct Mutation(
     inventory_admin::InventoryMutation,
 );
 
+/// Every root subscription field (served over `/graphql/ws` and `multipart/mixed`).
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(stock_events::StockSubscription);
+
 /// Builds the schema with the configured shape limits. It holds no connection: per-request
 /// data ([`RequestContext`] and the loaders) travels with each request.
 pub fn build_schema(config: &GraphqlConfig) -> GatewaySchema {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
-        .limit_depth(config.max_depth)
-        .finish()
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .limit_depth(config.max_depth)
+    .finish()
 }
 
 /// What every resolver of one request shares: the database, the channel it runs on and who

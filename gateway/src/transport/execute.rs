@@ -4,122 +4,150 @@
 
 use super::*;
 
-/// A persisted-operation refusal: a request error with its code.
-pub(crate) fn persisted_refusal(media: ResponseMedia, err: &PersistedError) -> Response {
-    let code = match err {
-        PersistedError::NotFound => code::PERSISTED_QUERY_NOT_FOUND,
-        PersistedError::NotAllowed { .. } => code::PERSISTED_QUERY_NOT_ALLOWED,
-        PersistedError::BadRequest(_) => code::BAD_REQUEST,
-    };
-    let status = crate::errors::request_status(code, media == ResponseMedia::GraphqlResponseJson);
-    request_error(status, media, code, &err.to_string())
+/// Who asks, on which channel, as which client: what the token says (verified, no SQL yet),
+/// admitted by the request-rate limit.
+#[derive(Clone, Debug)]
+pub(crate) struct Caller {
+    pub(crate) channel: String,
+    pub(crate) claims: Option<Claims>,
+    pub(crate) client: ClientKey,
 }
 
-/// 429 with `Retry-After` (whole seconds, at least 1) and `RATE_LIMITED`.
-pub(crate) fn rate_limited(
-    media: ResponseMedia,
-    limited: &Limited,
-    kind: crate::metrics::LimitKind,
-) -> Response {
-    crate::metrics::rate_limited(kind);
-    let mut response = request_error(
-        StatusCode::TOO_MANY_REQUESTS,
-        media,
-        code::RATE_LIMITED,
-        &limited.to_string(),
-    );
-    response.headers_mut().insert(
-        header::RETRY_AFTER,
-        HeaderValue::from(limited.retry_after_secs()),
-    );
-    response
-}
-
-pub(crate) async fn execute(
+/// Reads who asks from the request's `Authorization` and `X-Channel` headers and charges one
+/// request to their rate bucket. A client sending bad tokens is limited by its address like any
+/// other, so a flood of them gets 429s, not free 401s.
+pub(crate) async fn admit(
     state: &AppState,
     headers: &HeaderMap,
     client_ip: Option<std::net::IpAddr>,
-    params: GraphqlParams,
-    method: Method,
-    media: ResponseMedia,
-) -> Response {
-    // Who asks, and on which channel: no SQL yet. A client sending bad tokens is limited by
-    // its address like any other, so a flood of them gets 429s, not free 401s.
-    let (channel_code, claims) = match authenticate(state, headers) {
+) -> Result<Caller, Rejection> {
+    let (channel, claims) = match authenticate(state, headers) {
         Ok(authenticated) => authenticated,
         Err(refusal) => {
             let client = ClientKey::of(None, client_ip);
             if let Err(limited) = state.limits.check_request("default", &client).await {
-                return rate_limited(media, &limited, crate::metrics::LimitKind::Rate);
+                return Err(Rejection::rate_limited(
+                    &limited,
+                    crate::metrics::LimitKind::Rate,
+                ));
             }
-            return refusal.into_response(media);
+            return Err(refusal);
         }
     };
-    crate::metrics::claimed_channel(&channel_code);
+    crate::metrics::claimed_channel(&channel);
     // The request rate, before any parsing or SQL: what a client is refused for later
     // (syntax, size, unknown channel) still counts against its bucket.
     let client = ClientKey::of(claims.as_ref().map(|c| c.sub.as_str()), client_ip);
-    if let Err(limited) = state
+    charge_request(state, &channel, &client).await?;
+    Ok(Caller {
+        channel,
+        claims,
+        client,
+    })
+}
+
+/// One request against the caller's rate bucket (each operation of a WebSocket counts as one).
+pub(crate) async fn charge_request(
+    state: &AppState,
+    channel: &str,
+    client: &ClientKey,
+) -> Result<(), Rejection> {
+    state
         .limits
-        .check_request(state.limits.bucket_channel(&channel_code), &client)
+        .check_request(state.limits.bucket_channel(channel), client)
         .await
-    {
-        return rate_limited(media, &limited, crate::metrics::LimitKind::Rate);
+        .map_err(|limited| Rejection::rate_limited(&limited, crate::metrics::LimitKind::Rate))
+}
+
+/// How an operation arrived, which decides what it may be: queries only over `GET`; no
+/// subscription over a plain (one-response) `POST`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    Get,
+    Post,
+    /// A transport that sends many results: `multipart/mixed` or a WebSocket.
+    Stream,
+}
+
+/// An operation admitted to run: what the transport needs to finish its responses (the request
+/// for the executor travels beside it).
+pub(crate) struct Prepared {
+    pub(crate) document: ExecutableDocument,
+    operation_name: Option<String>,
+    pub(crate) operation_type: Option<OperationType>,
+    size: Option<OperationSize>,
+    budget: Option<Budget>,
+    /// An automatic persisted query sent with its text: `(channel, hash, text)`, kept once it
+    /// has run.
+    apq: Option<(String, String, String)>,
+}
+
+impl Prepared {
+    /// Completes an executed response as the spec shapes it (selection order, null
+    /// propagation) and, when `with_cost`, reports the operation's cost.
+    pub(crate) fn finish(&self, response: &mut async_graphql::Response, with_cost: bool) {
+        if let Some(operation) =
+            selected_operation(&self.document.operations, self.operation_name.as_deref())
+        {
+            complete_response(response, &self.document, &operation.node);
+        }
+        if with_cost && let Some(size) = &self.size {
+            report_cost(response, size, self.budget);
+        }
     }
+
+    /// Keeps an automatic persisted query once it has run with data.
+    pub(crate) async fn register_apq(&self, state: &AppState, response: &async_graphql::Response) {
+        if let Some((channel, hash, text)) = &self.apq
+            && response.data != Value::Null
+        {
+            state.persisted.register(channel, hash, text).await;
+        }
+    }
+}
+
+/// Everything between an admitted caller and execution, in the order that keeps refused
+/// operations cheap: persisted operations, nesting, parsing, variables, size limits, the
+/// viewer (SQL), introspection, the cost budget.
+pub(crate) async fn prepare(
+    state: &AppState,
+    caller: &Caller,
+    params: GraphqlParams,
+    arrival: Arrival,
+) -> Result<(async_graphql::Request, Prepared), Rejection> {
+    let channel_code = caller.channel.as_str();
     // The document: the request's text, or a persisted operation named by its hash; on
     // persisted-only channels, safelisted operations only (admins excepted).
-    let persisted = match params
+    let persisted = params
         .extensions
         .as_ref()
         .map(persisted::parse_extension)
         .transpose()
-    {
-        Ok(found) => found.flatten(),
-        Err(err) => return persisted_refusal(media, &err),
-    };
-    let unrestricted = claims.as_ref().is_some_and(|c| c.role == Role::Admin);
+        .map_err(|err| Rejection::persisted(&err))?
+        .flatten();
+    let unrestricted = caller
+        .claims
+        .as_ref()
+        .is_some_and(|c| c.role == Role::Admin);
     let sent_text = params.query.is_some();
-    let query = match state
+    let query = state
         .persisted
-        .resolve(
-            &channel_code,
-            params.query,
-            persisted.as_ref(),
-            unrestricted,
-        )
+        .resolve(channel_code, params.query, persisted.as_ref(), unrestricted)
         .await
-    {
-        Ok(query) => query,
-        Err(err) => return persisted_refusal(media, &err),
-    };
+        .map_err(|err| Rejection::persisted(&err))?;
     // Parse once, before any database work: syntax errors and missing variables are request
     // errors, and GET must know the operation type. The executor gets a copy of the parsed
     // document; this one completes the response afterwards.
     if input::nesting_exceeds(&query, input::MAX_NESTING) {
-        return request_error(
-            media.request_error_status(),
-            media,
+        return Err(Rejection::new(
             code::QUERY_TOO_COMPLEX,
-            &format!(
+            format!(
                 "the document nests brackets deeper than {} levels",
                 input::MAX_NESTING
             ),
-        );
+        ));
     }
-    let document = match async_graphql::parser::parse_query(&query) {
-        Ok(document) => document,
-        Err(err) => {
-            let mut err = ServerError::from(err);
-            err.extensions
-                .get_or_insert_with(Default::default)
-                .set("code", code::GRAPHQL_PARSE_FAILED);
-            return render(
-                async_graphql::Response::from_errors(vec![err]),
-                media,
-                state.max_response_bytes,
-            );
-        }
-    };
+    let document = async_graphql::parser::parse_query(&query).map_err(Rejection::parse_failed)?;
     let mut variables = params
         .variables
         .map(Variables::from_json)
@@ -129,47 +157,41 @@ pub(crate) async fn execute(
         crate::metrics::operation_type(operation.node.ty);
     }
     if let Some((field, message)) = operation.and_then(|op| missing_variable(op, &variables)) {
-        let body = json!({ "errors": [{
-            "message": message,
-            "extensions": { "code": code::BAD_USER_INPUT, "field": field },
-        }] });
-        return with_media(media.request_error_status(), media, body.to_string());
+        return Err(Rejection::new(code::BAD_USER_INPUT, message).with_field(field));
     }
     if let Some(operation) = operation {
         input::apply_variable_defaults(&operation.node, &mut variables);
         if let Some(field) = input::find_nul(&document, operation, &variables) {
-            let body = json!({ "errors": [{
-                "message": format!("invalid {field}: text may not contain NUL characters"),
-                "extensions": { "code": code::BAD_USER_INPUT, "field": field },
-            }] });
-            crate::metrics::error_code(code::BAD_USER_INPUT);
-            return with_media(media.request_error_status(), media, body.to_string());
+            return Err(Rejection::new(
+                code::BAD_USER_INPUT,
+                format!("invalid {field}: text may not contain NUL characters"),
+            )
+            .with_field(field));
         }
     }
-    if method == Method::Get
-        && matches!(
-            operation.map(|op| op.node.ty),
-            Some(OperationType::Mutation | OperationType::Subscription)
-        )
-    {
-        let mut response = request_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            media,
-            code::METHOD_NOT_ALLOWED,
-            "mutations and subscriptions cannot be sent over GET; use POST",
-        );
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return response;
+    let operation_type = operation.map(|op| op.node.ty);
+    match (arrival, operation_type) {
+        (Arrival::Get, Some(OperationType::Mutation | OperationType::Subscription)) => {
+            return Err(Rejection::new(
+                code::METHOD_NOT_ALLOWED,
+                "mutations and subscriptions cannot be sent over GET; use POST",
+            ));
+        }
+        (Arrival::Post, Some(OperationType::Subscription)) => {
+            return Err(Rejection::new(
+                code::BAD_REQUEST,
+                "a subscription sends many results: send it with `Accept: multipart/mixed`, or over the WebSocket at /graphql/ws",
+            ));
+        }
+        _ => {}
     }
     // The operation's size as it would execute, before validation and before any SQL; the
     // cost also within the channel's maximum per operation.
-    let graphql_config = state.graphql_for(&channel_code).clone();
+    let graphql_config = state.graphql_for(channel_code).clone();
     let mut limits = size_limits(&graphql_config);
     limits.max_cost = limits
         .max_cost
-        .min(state.limits.max_cost_per_operation(&channel_code));
+        .min(state.limits.max_cost_per_operation(channel_code));
     let size = match operation.map(|op| {
         analysis::measure(
             &document,
@@ -180,62 +202,46 @@ pub(crate) async fn execute(
     }) {
         None => None,
         Some(Ok(size)) => {
-            if let Err(err) = size.check(&limits) {
-                return request_error(
-                    media.request_error_status(),
-                    media,
-                    code::QUERY_TOO_COMPLEX,
-                    &err.to_string(),
-                );
-            }
+            size.check(&limits)
+                .map_err(|err| Rejection::new(code::QUERY_TOO_COMPLEX, err.to_string()))?;
             Some(size)
         }
         Some(Err(err)) => {
-            return request_error(
-                media.request_error_status(),
-                media,
+            return Err(Rejection::new(
                 code::GRAPHQL_VALIDATION_FAILED,
-                &err.to_string(),
-            );
+                err.to_string(),
+            ));
         }
     };
-    let (policy, viewer) = match resolve_viewer(state, &channel_code, claims).await {
-        Ok(resolved) => resolved,
-        Err(refusal) => return refusal.into_response(media),
-    };
+    let (policy, viewer) = resolve_viewer(state, channel_code, caller.claims.clone()).await?;
     crate::metrics::resolved_channel(&policy.channel.code);
     // The schema is documentation for admins (and everyone in demo mode), not for scrapers.
     if !state.introspection_for_all
         && !viewer.admin
         && operation.is_some_and(|op| input::selects_introspection(&document, &op.node))
     {
-        return Refusal::forbidden(
+        return Err(Rejection::forbidden(
             "introspection (__schema, __type) needs an admin token outside demo mode",
-        )
-        .into_response(media);
+        ));
     }
     // The cost budget is charged the requested cost before the operation runs.
-    let budget = match size {
-        Some(size) => match state
-            .limits
-            .charge_cost(&policy.channel.code, &client, size.cost)
-            .await
-        {
-            Ok(budget) => {
-                crate::metrics::cost_charged(size.cost);
-                Some(budget)
-            }
-            Err(limited) => {
-                return rate_limited(media, &limited, crate::metrics::LimitKind::Cost);
-            }
-        },
+    let budget = match &size {
+        Some(size) => {
+            let budget = state
+                .limits
+                .charge_cost(&policy.channel.code, &caller.client, size.cost)
+                .await
+                .map_err(|limited| {
+                    Rejection::rate_limited(&limited, crate::metrics::LimitKind::Cost)
+                })?;
+            crate::metrics::cost_charged(size.cost);
+            Some(budget)
+        }
         None => None,
     };
-    let apq_text = if persisted.is_some() && sent_text {
-        query.clone()
-    } else {
-        String::new()
-    };
+    let apq = persisted
+        .filter(|_| sent_text)
+        .map(|p| (channel_code.to_owned(), p.sha256, query.clone()));
     let mut request = async_graphql::Request::new(query).variables(variables);
     if let Some(name) = &params.operation_name {
         request = request.operation_name(name.clone());
@@ -248,26 +254,39 @@ pub(crate) async fn execute(
         viewer,
         bus: state.bus.clone(),
     };
-    let mut response = state
-        .schema
-        .execute(context.into_request_data(request))
-        .await;
-    if let Some(operation) = operation {
-        complete_response(&mut response, &document, &operation.node);
-    }
-    // An automatic persisted query sent with its text is kept once it has run.
-    if let Some(persisted) = &persisted
-        && sent_text
-        && response.data != Value::Null
-    {
-        state
-            .persisted
-            .register(&channel_code, &persisted.sha256, &apq_text)
-            .await;
-    }
-    if let Some(size) = size {
-        report_cost(&mut response, &size, budget);
-    }
+    Ok((
+        context.into_request_data(request),
+        Prepared {
+            document,
+            operation_name: params.operation_name,
+            operation_type,
+            size,
+            budget,
+            apq,
+        },
+    ))
+}
+
+/// One operation over plain HTTP: admitted, prepared, executed, completed and rendered.
+pub(crate) async fn execute(
+    state: &AppState,
+    headers: &HeaderMap,
+    client_ip: Option<std::net::IpAddr>,
+    params: GraphqlParams,
+    arrival: Arrival,
+    media: ResponseMedia,
+) -> Response {
+    let prepared = match admit(state, headers, client_ip).await {
+        Ok(caller) => prepare(state, &caller, params, arrival).await,
+        Err(rejection) => Err(rejection),
+    };
+    let (request, prepared) = match prepared {
+        Ok(prepared) => prepared,
+        Err(rejection) => return rejection.into_response(media),
+    };
+    let mut response = state.schema.execute(request).await;
+    prepared.finish(&mut response, true);
+    prepared.register_apq(state, &response).await;
     render(response, media, state.max_response_bytes)
 }
 
@@ -384,4 +403,57 @@ pub(crate) fn missing_variable(
                 )
             })
         })
+}
+
+/// A prepared operation started on a transport that sends many results (`multipart/mixed`, a
+/// WebSocket): `Err` with the `errors` list when it failed validation (a request error, or the
+/// WebSocket's `error` message: never a result followed by `complete`), else its results, each
+/// completed and rendered to its JSON text (the first with the operation's cost).
+pub(crate) fn start_stream(
+    state: &AppState,
+    request: async_graphql::Request,
+    prepared: Prepared,
+) -> Result<impl futures_util::Stream<Item = String> + Send + 'static, serde_json::Value> {
+    use futures_util::{FutureExt, StreamExt};
+
+    let max_bytes = state.max_response_bytes;
+    let mut results = state.schema.execute_stream(request);
+    // Validation runs on the stream's first poll, before any resolver: a failure is ready at
+    // once. A result that is not ready yet is a resolver at work (or a subscription waiting for
+    // its first event).
+    let first = match results.next().now_or_never() {
+        Some(Some(response)) if render::request_failed(&response) => {
+            return Err(match render_body(response, max_bytes) {
+                render::Rendered::Sent { body, .. } => {
+                    serde_json::from_str::<serde_json::Value>(&body)
+                        .map(|mut body| body["errors"].take())
+                        .unwrap_or_else(|_| Rejection::internal().errors())
+                }
+                render::Rendered::TooLarge => Rejection::internal().errors(),
+            });
+        }
+        Some(Some(response)) => Some(response),
+        Some(None) | None => None,
+    };
+    let state = state.clone();
+    let prepared = Arc::new(prepared);
+    Ok(futures_util::stream::iter(first)
+        .chain(results)
+        .enumerate()
+        .then(move |(index, mut response)| {
+            let (state, prepared) = (state.clone(), prepared.clone());
+            async move {
+                prepared.finish(&mut response, index == 0);
+                if index == 0 {
+                    prepared.register_apq(&state, &response).await;
+                }
+                match render_body(response, max_bytes) {
+                    render::Rendered::Sent { body, .. } => body,
+                    render::Rendered::TooLarge => error_body(
+                        code::RESPONSE_TOO_LARGE,
+                        &crate::response_size::too_large_message(max_bytes),
+                    ),
+                }
+            }
+        }))
 }

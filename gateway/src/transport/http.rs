@@ -12,12 +12,6 @@ pub(crate) struct GraphqlParams {
     pub(crate) extensions: Option<serde_json::Value>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Method {
-    Get,
-    Post,
-}
-
 /// `POST /graphql`: a JSON body `{query, variables?, operationName?, extensions?}`.
 pub async fn graphql_post(
     State(state): State<AppState>,
@@ -25,7 +19,10 @@ pub async fn graphql_post(
     ClientIp(client_ip): ClientIp,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let Some(media) = negotiate(header_str(&headers, header::ACCEPT)) else {
+    let multipart = multipart::requested(header_str(&headers, header::ACCEPT));
+    let Some(media) =
+        negotiate(header_str(&headers, header::ACCEPT)).or(multipart.map(|_| ResponseMedia::Json))
+    else {
         return not_acceptable();
     };
     let content_type = header_str(&headers, header::CONTENT_TYPE).unwrap_or("");
@@ -50,7 +47,10 @@ pub async fn graphql_post(
         }
     };
     match parse_post_body(&body) {
-        Ok(params) => execute(&state, &headers, client_ip, params, Method::Post, media).await,
+        Ok(params) => match multipart {
+            Some(spec) => multipart::respond(&state, &headers, client_ip, params, spec).await,
+            None => execute(&state, &headers, client_ip, params, Arrival::Post, media).await,
+        },
         Err(message) => request_error(StatusCode::BAD_REQUEST, media, code::BAD_REQUEST, &message),
     }
 }
@@ -140,7 +140,7 @@ pub async fn graphql_get(
         operation_name: params.operation_name,
         extensions,
     };
-    execute(&state, &headers, client_ip, params, Method::Get, media).await
+    execute(&state, &headers, client_ip, params, Arrival::Get, media).await
 }
 
 pub(crate) fn graphiql() -> Response {
@@ -178,8 +178,17 @@ pub(crate) fn is_json_content_type(value: &str) -> bool {
 pub(crate) fn parse_post_body(body: &[u8]) -> Result<GraphqlParams, String> {
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|err| format!("the request body is not valid JSON: {err}"))?;
+    params_from_json(value, "the request body")
+}
+
+/// A GraphQL request's fields from a JSON object (a POST body, a WebSocket message's
+/// payload, named by `what` in the error text, which says exactly what is wrong).
+pub(crate) fn params_from_json(
+    value: serde_json::Value,
+    what: &str,
+) -> Result<GraphqlParams, String> {
     let serde_json::Value::Object(mut object) = value else {
-        return Err("the request body must be a JSON object".into());
+        return Err(format!("{what} must be a JSON object"));
     };
     let query = match object.remove("query") {
         Some(serde_json::Value::String(query)) => Some(query),
@@ -205,7 +214,7 @@ pub(crate) fn parse_post_body(body: &[u8]) -> Result<GraphqlParams, String> {
         .as_ref()
         .is_some_and(|e| e.get("persistedQuery").is_some());
     if query.is_none() && !persisted {
-        return Err("the request body has no `query`".into());
+        return Err(format!("{what} has no `query`"));
     }
     Ok(GraphqlParams {
         query,

@@ -12,20 +12,26 @@
 
 mod execute;
 mod http;
+mod multipart;
+mod rejection;
 mod render;
+mod ws;
 
-use self::execute::execute;
 pub use self::execute::execute_as;
+use self::execute::{Arrival, Caller, admit, charge_request, execute, prepare, start_stream};
 pub use self::http::{GetParams, graphql_get, graphql_post};
-use self::http::{GraphqlParams, Method};
-use self::render::render;
+use self::http::{GraphqlParams, params_from_json};
+pub(crate) use self::rejection::Rejection;
+use self::rejection::bounded;
 pub use self::render::{MAX_ERRORS, MAX_MESSAGE_CHARS};
+use self::render::{render, render_body};
+pub use self::ws::graphql_ws;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_graphql::Positioned;
-use async_graphql::parser::types::{OperationDefinition, OperationType};
+use async_graphql::parser::types::{ExecutableDocument, OperationDefinition, OperationType};
 use async_graphql::{ServerError, Value, Variables};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -36,8 +42,8 @@ use commerce_core::channels;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::auth::Role;
-use crate::auth::viewer::{Refusal, authenticate, resolve_viewer};
+use crate::auth::viewer::{authenticate, resolve_viewer};
+use crate::auth::{Claims, Role};
 use crate::completion::{complete_response, selected_operation};
 use crate::config::GraphqlConfig;
 use crate::errors::code;
@@ -134,14 +140,7 @@ pub(crate) fn request_error(
     message: &str,
 ) -> Response {
     crate::metrics::error_code(code);
-    // Bounded like every other message: a refusal may echo a header or a claim.
-    let message: std::borrow::Cow<str> = if message.chars().count() > MAX_MESSAGE_CHARS {
-        let cut: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
-        format!("{cut}…").into()
-    } else {
-        message.into()
-    };
-    with_media(status, media, error_body(code, &message))
+    with_media(status, media, error_body(code, &bounded(message)))
 }
 
 pub(crate) fn with_media(status: StatusCode, media: ResponseMedia, body: String) -> Response {

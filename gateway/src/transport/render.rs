@@ -7,13 +7,53 @@ use super::*;
 /// path failed before execution (validation, operation selection): a request error, sent
 /// without `data` and, under the new media type, with 400.
 pub(crate) fn render(
-    mut response: async_graphql::Response,
+    response: async_graphql::Response,
     media: ResponseMedia,
     max_response_bytes: usize,
 ) -> Response {
-    let request_failed = response.data == Value::Null
+    match render_body(response, max_response_bytes) {
+        Rendered::Sent {
+            body,
+            request_failed,
+        } => {
+            let status = if request_failed {
+                media.request_error_status()
+            } else {
+                StatusCode::OK
+            };
+            with_media(status, media, body)
+        }
+        Rendered::TooLarge => crate::response_size::too_large(media, max_response_bytes),
+    }
+}
+
+/// A response's JSON text, or why it is not sent.
+pub(crate) enum Rendered {
+    Sent {
+        body: String,
+        /// It failed before execution (validation): no `data`.
+        request_failed: bool,
+    },
+    /// Over `http.max_response_bytes`.
+    TooLarge,
+}
+
+/// Whether a response failed before execution (validation, operation selection): errors,
+/// `data: null` and no error on a field path.
+pub(crate) fn request_failed(response: &async_graphql::Response) -> bool {
+    response.data == Value::Null
         && !response.errors.is_empty()
-        && response.errors.iter().all(|e| e.path.is_empty());
+        && response.errors.iter().all(|e| e.path.is_empty())
+}
+
+/// The body of an executed response, for every transport: codes on every error, at most
+/// [`MAX_ERRORS`] errors of at most [`MAX_MESSAGE_CHARS`] characters, no `data` for a request
+/// that failed before execution, at most `max_response_bytes` bytes.
+pub(crate) fn render_body(
+    mut response: async_graphql::Response,
+    max_response_bytes: usize,
+) -> Rendered {
+    let request_failed = request_failed(&response);
     // Bounded output: at most MAX_ERRORS errors, each message at most MAX_MESSAGE_CHARS (an
     // error may echo a client's input, such as a 900 KB cursor).
     let omitted = response.errors.len().saturating_sub(MAX_ERRORS);
@@ -54,17 +94,19 @@ pub(crate) fn render(
     let body = match crate::response_size::to_json_capped(&body, max_response_bytes) {
         Ok(body) => body,
         Err(crate::response_size::Unsent::TooLarge) => {
-            return crate::response_size::too_large(media, max_response_bytes);
+            tracing::warn!(
+                limit = max_response_bytes,
+                "a response over http.max_response_bytes was replaced by RESPONSE_TOO_LARGE"
+            );
+            return Rendered::TooLarge;
         }
         Err(crate::response_size::Unsent::Failed) => error_body(code::INTERNAL, "internal error"),
     };
     crate::metrics::graphql_errors(&response.errors);
-    let status = if request_failed {
-        media.request_error_status()
-    } else {
-        StatusCode::OK
-    };
-    with_media(status, media, body)
+    Rendered::Sent {
+        body,
+        request_failed,
+    }
 }
 
 /// Whether an uncoded error is async-graphql's own complaint about an argument's value (its

@@ -21,4 +21,5 @@ mod schema;
 mod shaping;
 mod sorting;
 mod sql_statements;
+mod subscriptions;
 mod transport;

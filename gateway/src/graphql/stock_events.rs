@@ -1,0 +1,339 @@
+//! `stockChanged`: live stock for POS terminals and dashboards, resumable.
+//!
+//! A subscription listens to the event bus *before* it reads the database, then sends:
+//! 1. with `since` (the versions the client holds), the current state of every watched level
+//!    whose version is above the one held, and of every watched level it does not list
+//!    (`CURRENT` events; so `since: []` is a full snapshot);
+//! 2. then every change as it commits (`CHANGED`), on this instance or, in cluster mode, on any.
+//!
+//! Each level's events go out in version order and at most once: a live event whose version is
+//! not above the last one sent for its level is dropped (it was replayed already, or it was
+//! overtaken by a newer one). A subscriber that falls more than [`crate::bus::CAPACITY`] events
+//! behind gets a `REFETCH` event (how many it missed) instead of a silent gap, and then carries
+//! on live: it should reload its levels, or resubscribe with `since`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use async_graphql::{Context, Enum, ID, InputObject, SimpleObject, Subscription};
+use commerce_core::CoreError;
+use commerce_core::inventory::{location_available, replay};
+use futures_util::Stream;
+use sea_orm::DatabaseConnection;
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use super::ids::{Kind, decode_id, encode_id};
+use super::request_context;
+use crate::bus::{Event, LevelState};
+use crate::errors::{ApiError, ApiResultExt};
+use crate::shaping::StockVisibility;
+
+/// Most SKUs one subscription watches (omit `skus` to watch them all).
+pub const MAX_SKUS: usize = 500;
+/// Most levels `since` may list.
+pub const MAX_SINCE: usize = 5_000;
+/// Most levels replayed on subscribe; when more moved, one `REFETCH` event replaces them.
+pub const MAX_REPLAY: usize = 5_000;
+
+#[derive(Default)]
+pub struct StockSubscription;
+
+/// A stock level the client holds, at the version it holds.
+#[derive(InputObject)]
+pub struct HeldStockVersion {
+    pub sku: String,
+    pub location_id: ID,
+    pub version: i64,
+}
+
+/// What a stock event says.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StockEventKind {
+    /// The level's state when the subscription started: it moved since the version in `since`.
+    Current,
+    /// A change that has just committed.
+    Changed,
+    /// Events were missed (the subscriber fell behind): reload the watched levels, or
+    /// resubscribe with `since`. The level fields are null.
+    Refetch,
+}
+
+/// One stock level's state after a change. The level fields are null on `REFETCH` events.
+#[derive(SimpleObject, Clone, Debug, PartialEq)]
+pub struct StockEvent {
+    pub kind: StockEventKind,
+    pub sku: Option<String>,
+    pub variant_id: Option<ID>,
+    pub location_id: Option<ID>,
+    /// The location's code.
+    pub location: Option<String>,
+    pub on_hand: Option<i32>,
+    pub reserved: Option<i32>,
+    /// on hand minus reserved, never negative.
+    pub available: Option<i64>,
+    /// Grows by one with each change of this level: what `since` holds.
+    pub version: Option<i64>,
+    /// The ledger sequence number (`inventory_movement` id) of the level's last movement.
+    pub sequence: Option<i64>,
+    /// `REFETCH`: how many events were missed, when known.
+    pub missed: Option<i64>,
+}
+
+impl StockEvent {
+    fn level(kind: StockEventKind, sku: String, location: &str, level: LevelState) -> Self {
+        Self {
+            kind,
+            sku: Some(sku),
+            variant_id: Some(encode_id(Kind::Variant, level.variant_id)),
+            location_id: Some(encode_id(Kind::StockLocation, level.location_id)),
+            location: Some(location.to_owned()),
+            on_hand: Some(level.on_hand),
+            reserved: Some(level.reserved),
+            available: Some(location_available(level.on_hand, level.reserved)),
+            version: Some(level.version),
+            sequence: Some(level.sequence),
+            missed: None,
+        }
+    }
+
+    fn refetch(missed: Option<u64>) -> Self {
+        Self {
+            kind: StockEventKind::Refetch,
+            sku: None,
+            variant_id: None,
+            location_id: None,
+            location: None,
+            on_hand: None,
+            reserved: None,
+            available: None,
+            version: None,
+            sequence: None,
+            missed: missed.map(|n| n.min(i64::MAX as u64) as i64),
+        }
+    }
+}
+
+#[Subscription]
+impl StockSubscription {
+    /// Stock level changes of the channel's locations (or of `locationId`), for the SKUs in
+    /// `skus` (all when omitted). With `since`, first the current state of every watched level
+    /// that moved since the versions held, then live changes: nothing missed, nothing twice.
+    /// Needs an admin token, or a pos_clerk token on a per-location channel (pos).
+    async fn stock_changed(
+        &self,
+        ctx: &Context<'_>,
+        skus: Option<Vec<String>>,
+        location_id: Option<ID>,
+        since: Option<Vec<HeldStockVersion>>,
+    ) -> async_graphql::Result<impl Stream<Item = StockEvent> + use<>> {
+        let rc = request_context(ctx)?;
+        let per_location =
+            StockVisibility::for_channel(&rc.channel.channel.code) == StockVisibility::PerLocation;
+        let clerk = rc.viewer.role == Some(crate::auth::Role::PosClerk);
+        if !(rc.viewer.admin || (per_location && clerk)) {
+            return Err(ApiError::Forbidden(
+                "stockChanged shows exact stock per location: it needs an admin token, or a pos_clerk token on channel pos".to_owned(),
+            ))
+            .api();
+        }
+        if skus.as_ref().is_some_and(|s| s.len() > MAX_SKUS) {
+            return Err(ApiError::bad_input(
+                "skus",
+                format!("at most {MAX_SKUS} SKUs; omit `skus` to watch every SKU"),
+            ))
+            .api();
+        }
+        if since.as_ref().is_some_and(|s| s.len() > MAX_SINCE) {
+            return Err(ApiError::bad_input(
+                "since",
+                format!("at most {MAX_SINCE} levels"),
+            ))
+            .api();
+        }
+        // The watched locations: the channel's, or the one asked for if it is one of them.
+        let mut locations: HashMap<i64, String> = rc
+            .channel
+            .locations
+            .iter()
+            .map(|l| (l.location.id, l.location.code.clone()))
+            .collect();
+        if let Some(id) = &location_id {
+            let id = decode_id(Kind::StockLocation, id, "locationId").api()?;
+            let Some(code) = locations.remove(&id) else {
+                return Err(ApiError::bad_input(
+                    "locationId",
+                    format!(
+                        "the location does not feed channel {}; its locations are listed by stockLocations",
+                        rc.channel.channel.code
+                    ),
+                ))
+                .api();
+            };
+            locations = HashMap::from([(id, code)]);
+        }
+        // Listen first, read second: a change committed in between is in both, and the
+        // version check sends it once.
+        let events = rc.bus.subscribe();
+        let db = rc.db.clone();
+        let mut sku_of: HashMap<i64, String> = HashMap::new();
+        let variants = match &skus {
+            None => None,
+            Some(skus) => {
+                let found = replay::variants_by_skus(&db, skus)
+                    .await
+                    .map_err(|err| match err {
+                        CoreError::NotFound { key, .. } => {
+                            ApiError::bad_input("skus", format!("unknown SKU {key:?}"))
+                        }
+                        err => err.into(),
+                    })
+                    .api()?;
+                let ids: HashSet<i64> = found.values().copied().collect();
+                sku_of.extend(found.into_iter().map(|(sku, id)| (id, sku)));
+                Some(ids)
+            }
+        };
+        let mut watch = Watch {
+            events,
+            db,
+            variants,
+            locations,
+            sent: HashMap::new(),
+            sku_of,
+            queue: VecDeque::new(),
+        };
+        if let Some(since) = since {
+            watch.replay(since).await?;
+        }
+        Ok(futures_util::stream::unfold(watch, Watch::next))
+    }
+}
+
+/// One subscription's state.
+struct Watch {
+    events: broadcast::Receiver<Event>,
+    db: DatabaseConnection,
+    /// The watched variants; `None`: all.
+    variants: Option<HashSet<i64>>,
+    /// The watched locations and their codes.
+    locations: HashMap<i64, String>,
+    /// The last version sent per (variant, location).
+    sent: HashMap<(i64, i64), i64>,
+    sku_of: HashMap<i64, String>,
+    queue: VecDeque<StockEvent>,
+}
+
+impl Watch {
+    /// Queues the current state of every watched level above the version the client holds.
+    async fn replay(&mut self, since: Vec<HeldStockVersion>) -> async_graphql::Result<()> {
+        let skus: Vec<String> = since.iter().map(|h| h.sku.clone()).collect();
+        let by_sku = replay::variants_by_skus(&self.db, &skus)
+            .await
+            .map_err(|err| match err {
+                CoreError::NotFound { key, .. } => {
+                    ApiError::bad_input("since", format!("unknown SKU {key:?}"))
+                }
+                err => err.into(),
+            })
+            .api()?;
+        let mut held = HashMap::new();
+        for (index, level) in since.iter().enumerate() {
+            let location = decode_id(
+                Kind::StockLocation,
+                &level.location_id,
+                &format!("since[{index}].locationId"),
+            )
+            .api()?;
+            held.insert((by_sku[&level.sku], location), level.version);
+        }
+        let variants: Option<Vec<i64>> =
+            self.variants.as_ref().map(|v| v.iter().copied().collect());
+        let locations: Vec<i64> = self.locations.keys().copied().collect();
+        let moved =
+            replay::levels_since(&self.db, variants.as_deref(), &locations, &held, MAX_REPLAY)
+                .await
+                .map_err(ApiError::from)
+                .api()?;
+        let Some(moved) = moved else {
+            self.queue.push_back(StockEvent::refetch(None));
+            return Ok(());
+        };
+        let states: Vec<LevelState> = moved
+            .into_iter()
+            .map(|l| LevelState {
+                variant_id: l.variant_id,
+                location_id: l.location_id,
+                on_hand: l.on_hand,
+                reserved: l.reserved,
+                version: l.version,
+                sequence: l.sequence,
+            })
+            .collect();
+        self.queue_levels(StockEventKind::Current, states).await;
+        Ok(())
+    }
+
+    /// The next event to send: queued ones first, then the bus's.
+    async fn next(mut self) -> Option<(StockEvent, Self)> {
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                return Some((event, self));
+            }
+            match self.events.recv().await {
+                Ok(Event::StockChanged { levels }) => {
+                    self.queue_levels(StockEventKind::Changed, levels).await;
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(missed)) => {
+                    self.queue.push_back(StockEvent::refetch(Some(missed)));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// Queues the watched levels among `levels` that are newer than what was sent.
+    async fn queue_levels(&mut self, kind: StockEventKind, levels: Vec<LevelState>) {
+        let fresh: Vec<LevelState> = levels
+            .into_iter()
+            .filter(|l| {
+                self.locations.contains_key(&l.location_id)
+                    && self
+                        .variants
+                        .as_ref()
+                        .is_none_or(|v| v.contains(&l.variant_id))
+                    && self
+                        .sent
+                        .get(&(l.variant_id, l.location_id))
+                        .is_none_or(|&sent| l.version > sent)
+            })
+            .collect();
+        let unknown: Vec<i64> = fresh
+            .iter()
+            .map(|l| l.variant_id)
+            .filter(|id| !self.sku_of.contains_key(id))
+            .collect();
+        if !unknown.is_empty() {
+            match replay::skus_of(&self.db, &unknown).await {
+                Ok(found) => self.sku_of.extend(found),
+                Err(err) => {
+                    // Without the SKUs the events cannot be named: tell the client to reload.
+                    tracing::warn!(error = %err, "loading the SKUs of stock events failed");
+                    self.queue.push_back(StockEvent::refetch(None));
+                    return;
+                }
+            }
+        }
+        for level in fresh {
+            self.sent
+                .insert((level.variant_id, level.location_id), level.version);
+            let sku = self
+                .sku_of
+                .get(&level.variant_id)
+                .cloned()
+                .unwrap_or_default();
+            let location = &self.locations[&level.location_id];
+            self.queue
+                .push_back(StockEvent::level(kind, sku, location, level));
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Subscriptions over plain HTTP, for clients that cannot open a WebSocket: `POST /graphql`
+//! with `Accept: multipart/mixed` answers a `multipart/mixed` body, one JSON part per result,
+//! that stays open while the subscription lives.
+//!
+//! Two flavours, chosen by the `Accept` header:
+//! - `multipart/mixed;subscriptionSpec="1.0"` (Apollo Client and Router): each part is
+//!   `{"payload": <result>}`, and a heartbeat part `{}` goes out every
+//!   [`HEARTBEAT_EVERY`] so proxies keep the response open;
+//! - plain `multipart/mixed` (the GraphQL-over-HTTP incremental delivery format, as GraphiQL's
+//!   fetcher and graphql-yoga read it): each part is the result itself.
+//!
+//! A request that fails before it runs (token, limits, syntax, validation) is an ordinary
+//! request error in JSON, with its status. When the client accepts JSON too, queries and
+//! mutations are answered in JSON; only subscriptions stream.
+
+use futures_util::StreamExt;
+
+use super::*;
+
+/// The boundary between parts.
+const BOUNDARY: &str = "graphql";
+/// How often a `subscriptionSpec` stream sends its heartbeat.
+pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Which multipart flavour the client asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Spec {
+    /// Apollo's multipart subscription protocol (`subscriptionSpec="1.0"`).
+    Apollo,
+    /// The incremental delivery format: each part a result.
+    Incremental,
+}
+
+/// The multipart flavour `Accept` names, if it names `multipart/mixed` (with a non-zero
+/// quality).
+pub(crate) fn requested(accept: Option<&str>) -> Option<Spec> {
+    accept?.split(',').find_map(|item| {
+        let mut params = item.split(';');
+        let media = params.next()?.trim();
+        if !media.eq_ignore_ascii_case("multipart/mixed") {
+            return None;
+        }
+        let mut spec = Spec::Incremental;
+        for param in params {
+            let (name, value) = param.split_once('=').unwrap_or((param, ""));
+            let (name, value) = (name.trim(), value.trim().trim_matches('"'));
+            if name.eq_ignore_ascii_case("q") && value.parse::<f32>().is_ok_and(|q| q <= 0.0) {
+                return None;
+            }
+            if name.eq_ignore_ascii_case("subscriptionSpec") {
+                spec = Spec::Apollo;
+            }
+        }
+        Some(spec)
+    })
+}
+
+/// Answers one operation as `multipart/mixed` (or, for a query or mutation when the client
+/// accepts JSON too, as JSON).
+pub(crate) async fn respond(
+    state: &AppState,
+    headers: &HeaderMap,
+    client_ip: Option<std::net::IpAddr>,
+    params: GraphqlParams,
+    spec: Spec,
+) -> Response {
+    let json = negotiate(http::header_str(headers, header::ACCEPT));
+    let media = json.unwrap_or(ResponseMedia::Json);
+    let prepared = match admit(state, headers, client_ip).await {
+        Ok(caller) => prepare(state, &caller, params, Arrival::Stream).await,
+        Err(rejection) => Err(rejection),
+    };
+    let (request, prepared) = match prepared {
+        Ok(prepared) => prepared,
+        Err(rejection) => return rejection.into_response(media),
+    };
+    if json.is_some() && prepared.operation_type != Some(OperationType::Subscription) {
+        let mut response = state.schema.execute(request).await;
+        prepared.finish(&mut response, true);
+        prepared.register_apq(state, &response).await;
+        return render(response, media, state.max_response_bytes);
+    }
+    let results = match start_stream(state, request, prepared) {
+        Ok(results) => results.boxed(),
+        Err(errors) => {
+            crate::metrics::error_code(code::GRAPHQL_VALIDATION_FAILED);
+            return with_media(
+                media.request_error_status(),
+                media,
+                json!({ "errors": errors }).to_string(),
+            );
+        }
+    };
+    let heartbeat = spec == Spec::Apollo;
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + HEARTBEAT_EVERY,
+        HEARTBEAT_EVERY,
+    );
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The body is pulled as the client reads it: a client that stops reading stops the
+    // subscription's stream, whose bounded event buffer then tells it to refetch.
+    let body = futures_util::stream::unfold(Some((results, ticker)), move |state| async move {
+        let (mut results, mut ticker) = state?;
+        tokio::select! {
+            result = results.next() => match result {
+                Some(body) => {
+                    let part = part(spec, &body);
+                    Some((Ok::<_, std::convert::Infallible>(part), Some((results, ticker))))
+                }
+                None => Some((Ok(format!("\r\n--{BOUNDARY}--\r\n")), None)),
+            },
+            _ = ticker.tick(), if heartbeat => {
+                Some((Ok(part(Spec::Incremental, "{}")), Some((results, ticker))))
+            }
+        }
+    });
+    let content_type = match spec {
+        Spec::Apollo => format!("multipart/mixed;boundary=\"{BOUNDARY}\";subscriptionSpec=\"1.0\""),
+        Spec::Incremental => format!("multipart/mixed; boundary=\"{BOUNDARY}\""),
+    };
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// One part: the boundary, its header and the JSON text (wrapped as `{"payload": …}` for
+/// Apollo's protocol).
+fn part(spec: Spec, body: &str) -> String {
+    let body = match spec {
+        Spec::Apollo => format!("{{\"payload\":{body}}}"),
+        Spec::Incremental => body.to_owned(),
+    };
+    format!("\r\n--{BOUNDARY}\r\nContent-Type: application/json; charset=utf-8\r\n\r\n{body}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_accept_header_picks_the_flavour() {
+        assert_eq!(requested(None), None);
+        assert_eq!(requested(Some("application/json")), None);
+        assert_eq!(requested(Some("multipart/mixed")), Some(Spec::Incremental));
+        assert_eq!(
+            requested(Some("application/json, multipart/mixed; boundary=\"-\"")),
+            Some(Spec::Incremental)
+        );
+        assert_eq!(
+            requested(Some(
+                "multipart/mixed;boundary=\"graphql\";subscriptionSpec=\"1.0\",application/json"
+            )),
+            Some(Spec::Apollo)
+        );
+        assert_eq!(requested(Some("multipart/mixed;q=0")), None);
+    }
+
+    #[test]
+    fn parts_are_framed_by_the_boundary() {
+        assert_eq!(
+            part(Spec::Apollo, "{\"data\":{}}"),
+            "\r\n--graphql\r\nContent-Type: application/json; charset=utf-8\r\n\r\n{\"payload\":{\"data\":{}}}"
+        );
+        assert_eq!(
+            part(Spec::Incremental, "{}"),
+            "\r\n--graphql\r\nContent-Type: application/json; charset=utf-8\r\n\r\n{}"
+        );
+    }
+}
