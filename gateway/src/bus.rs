@@ -11,7 +11,10 @@
 //! Redis never fails a publish: while it is unreachable, events still reach this instance's
 //! subscribers, the other instances miss them, and a warning is logged (at most one line per
 //! [`WARN_EVERY`]). The subscriber task reconnects with backoff; events published while it
-//! was disconnected are not replayed (subscribers reload what they cache, as after a lag).
+//! was disconnected are not replayed: instead the bus announces [`Event::EventsMissed`] (to this
+//! instance's subscribers when its subscription comes back; to every instance when a publisher
+//! that had to drop events can publish again), and subscribers reload what they keep, as after
+//! a lag.
 
 mod redis_link;
 
@@ -40,6 +43,10 @@ pub enum Event {
     /// each level as it is after the change, with its new version and the ledger sequence
     /// number of the last movement behind it (for replaying from the ledger).
     StockChanged { levels: Vec<LevelState> },
+    /// Events may have been lost: the link to the other instances was down (this instance's
+    /// Redis subscription reconnected, or an instance could not publish for a while). Whoever
+    /// keeps state from events reloads it; stock subscribers get a `REFETCH` event.
+    EventsMissed,
 }
 
 /// One stock level after a change: `(variant, location)` with its counts and version.

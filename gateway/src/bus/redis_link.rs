@@ -123,6 +123,9 @@ pub(super) struct Outbox {
     channel: Arc<str>,
     url: Arc<str>,
     full: Arc<Throttled>,
+    /// Set when the queue was full and an event was dropped: the publisher then tells the
+    /// other instances they missed events.
+    overflowed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -138,9 +141,12 @@ impl std::fmt::Debug for Outbox {
 impl Outbox {
     /// Queues `event` for Redis; a full queue (Redis slow or down) drops it with a warning.
     pub(super) fn send(&self, event: &Event) {
-        if self.queue.try_send(encode(&self.origin, event)).is_err()
-            && let Some(unreported) = self.full.admit()
-        {
+        if self.queue.try_send(encode(&self.origin, event)).is_err() {
+            self.overflowed.store(true, Ordering::Relaxed);
+        } else {
+            return;
+        }
+        if let Some(unreported) = self.full.admit() {
             tracing::warn!(
                 redis = %self.url,
                 channel = %self.channel,
@@ -239,9 +245,14 @@ impl EventBus {
         let origin: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
         let channel: Arc<str> = channel.into();
         let url: Arc<str> = redact(url).into();
+        let overflowed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let publisher = tokio::spawn(publish_queued(
             connection,
             queued,
+            Published {
+                origin: origin.clone(),
+                overflowed: overflowed.clone(),
+            },
             channel.clone(),
             url.clone(),
             stopped.clone(),
@@ -263,6 +274,7 @@ impl EventBus {
                 channel,
                 url,
                 full: Arc::new(Throttled::new()),
+                overflowed,
             }),
         };
         Ok((
@@ -297,21 +309,46 @@ async fn subscribe(client: &Client, channel: &str) -> redis::RedisResult<PubSub>
 
 /// Sends the queued messages in order until stopped (then what is queued, within
 /// [`DRAIN_TIMEOUT`]).
+/// Who publishes: the instance's id, and the flag its outbox raises when it dropped an event.
+struct Published {
+    origin: Arc<str>,
+    overflowed: Arc<std::sync::atomic::AtomicBool>,
+}
+
 async fn publish_queued(
     mut connection: ConnectionManager,
     mut queued: mpsc::Receiver<String>,
+    published_by: Published,
     channel: Arc<str>,
     url: Arc<str>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let warnings = Throttled::new();
     let mut paused_until: Option<Instant> = None;
+    // Events this instance could not send: once Redis answers again, the others are told they
+    // missed some (before the next event, so they reload first).
+    let mut dropped = false;
+    let missed = encode(&published_by.origin, &Event::EventsMissed);
     let mut send = async |connection: &mut ConnectionManager, message: String| {
         if paused_until.is_some_and(|until| Instant::now() < until) {
+            dropped = true;
             if let Some(unreported) = warnings.admit() {
                 tracing::warn!(redis = %url, channel = %channel, unreported, "Redis is unreachable: an event reached this instance's subscribers only");
             }
             return;
+        }
+        if published_by.overflowed.swap(false, Ordering::Relaxed) {
+            dropped = true;
+        }
+        if dropped {
+            let told = tokio::time::timeout(
+                CALL_TIMEOUT,
+                connection.publish::<_, _, i64>(&*channel, missed.clone()),
+            )
+            .await;
+            if matches!(told, Ok(Ok(_))) {
+                dropped = false;
+            }
         }
         let published = tokio::time::timeout(
             CALL_TIMEOUT,
@@ -327,6 +364,7 @@ async fn publish_queued(
             Err(_) => "no answer in time".to_owned(),
         };
         paused_until = Some(Instant::now() + PUBLISH_PAUSE);
+        dropped = true;
         if let Some(unreported) = warnings.admit() {
             tracing::warn!(redis = %url, channel = %channel, unreported, error = %problem, "publishing an event to Redis failed: it reached this instance's subscribers only");
         }
@@ -363,6 +401,8 @@ async fn forward_foreign(
     let connection_warnings = Throttled::new();
     let decode_warnings = Throttled::new();
     let mut backoff = BACKOFF_FIRST;
+    // Set once the subscription has been lost: events published meanwhile never arrive.
+    let mut lost = false;
     loop {
         let connected = match pubsub.take() {
             Some(pubsub) => Ok(pubsub),
@@ -377,6 +417,10 @@ async fn forward_foreign(
         let problem = match connected {
             Ok(pubsub) => {
                 backoff = BACKOFF_FIRST;
+                if std::mem::take(&mut lost) {
+                    tracing::info!(channel = %channel, "subscribed to the events of other instances again; subscribers are told to reload");
+                    let _ = sender.send(Event::EventsMissed);
+                }
                 let (mut sink, mut messages) = pubsub.split();
                 let mut pings = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
                 loop {
@@ -416,6 +460,7 @@ async fn forward_foreign(
             }
             Err(problem) => problem,
         };
+        lost = true;
         if let Some(unreported) = connection_warnings.admit() {
             tracing::warn!(redis = %url, channel = %channel, error = %problem, unreported, retry_in = ?backoff, "not subscribed to the events of other instances; reconnecting");
         }
@@ -629,7 +674,24 @@ mod tests {
         })
         .await
         .expect("A subscribed again");
-        assert!(matches!(heard, Event::PricesChanged { .. }));
+        // Its subscribers are told first that events were lost while it was away.
+        assert_eq!(heard, Event::EventsMissed);
+        let probe = Event::PricesChanged {
+            list_ids: vec![-1],
+            variant_ids: vec![],
+            promotion_ids: vec![],
+        };
+        b.publish(probe.clone());
+        let heard = loop {
+            let heard = tokio::time::timeout(Duration::from_secs(5), on_a.recv())
+                .await
+                .expect("the probes go on")
+                .unwrap();
+            if heard == probe {
+                break heard;
+            }
+        };
+        assert_eq!(heard, probe);
         assert!(
             !proxy.connections.lock().unwrap().is_empty(),
             "heard without a new connection"
@@ -640,8 +702,11 @@ mod tests {
         let heard = tokio::time::timeout(Duration::from_secs(15), async {
             loop {
                 a.publish(event.clone());
+                // A publish that failed while the connection was cut is followed, once Redis
+                // answers, by the news that events were lost.
                 if let Ok(heard) =
                     tokio::time::timeout(Duration::from_millis(200), on_b.recv()).await
+                    && heard.as_ref().unwrap() != &Event::EventsMissed
                 {
                     return heard.unwrap();
                 }

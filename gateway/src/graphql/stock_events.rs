@@ -10,7 +10,8 @@
 //! not above the last one sent for its level is dropped (it was replayed already, or it was
 //! overtaken by a newer one). A subscriber that falls more than [`crate::bus::CAPACITY`] events
 //! behind gets a `REFETCH` event (how many it missed) instead of a silent gap, and then carries
-//! on live: it should reload its levels, or resubscribe with `since`.
+//! on live: it should reload its levels, or resubscribe with `since`. So does every subscriber
+//! when the bus reports that events between instances were lost (Redis was unreachable).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -282,7 +283,10 @@ impl Watch {
                 Ok(Event::StockChanged { levels }) => {
                     self.queue_levels(StockEventKind::Changed, levels).await;
                 }
-                Ok(_) => {}
+                Ok(Event::EventsMissed) => {
+                    self.queue.push_back(StockEvent::refetch(None));
+                }
+                Ok(Event::PricesChanged { .. }) => {}
                 Err(RecvError::Lagged(missed)) => {
                     self.queue.push_back(StockEvent::refetch(Some(missed)));
                 }
@@ -335,5 +339,85 @@ impl Watch {
             self.queue
                 .push_back(StockEvent::level(kind, sku, location, level));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn level(variant_id: i64, location_id: i64, version: i64) -> LevelState {
+        LevelState {
+            variant_id,
+            location_id,
+            on_hand: 10,
+            reserved: 1,
+            version,
+            sequence: version * 10,
+        }
+    }
+
+    /// A watch of variant 1 at location 7 on a bus of `capacity` events; no database (the SKU
+    /// is known already).
+    fn watch(capacity: usize) -> (broadcast::Sender<Event>, Watch) {
+        let (sender, events) = broadcast::channel(capacity);
+        let watch = Watch {
+            events,
+            db: DatabaseConnection::default(),
+            variants: Some(HashSet::from([1])),
+            locations: HashMap::from([(7, "WH-EAST".to_owned())]),
+            sent: HashMap::new(),
+            sku_of: HashMap::from([(1, "TS-0001-M".to_owned())]),
+            queue: VecDeque::new(),
+        };
+        (sender, watch)
+    }
+
+    fn changed(levels: Vec<LevelState>) -> Event {
+        Event::StockChanged { levels }
+    }
+
+    #[tokio::test]
+    async fn watched_levels_go_out_once_in_version_order() {
+        let (bus, watch) = watch(16);
+        bus.send(changed(vec![
+            level(1, 7, 1),
+            level(2, 7, 1),
+            level(1, 8, 1),
+        ]))
+        .unwrap();
+        // A stale event (overtaken by version 3) and a repeat are dropped.
+        bus.send(changed(vec![level(1, 7, 3)])).unwrap();
+        bus.send(changed(vec![level(1, 7, 2)])).unwrap();
+        bus.send(changed(vec![level(1, 7, 3)])).unwrap();
+        bus.send(changed(vec![level(1, 7, 4)])).unwrap();
+        let (first, watch) = watch.next().await.unwrap();
+        assert_eq!(first.kind, StockEventKind::Changed);
+        assert_eq!(first.sku.as_deref(), Some("TS-0001-M"));
+        assert_eq!(first.location.as_deref(), Some("WH-EAST"));
+        assert_eq!((first.version, first.available), (Some(1), Some(9)));
+        let (second, watch) = watch.next().await.unwrap();
+        assert_eq!(second.version, Some(3));
+        let (third, _watch) = watch.next().await.unwrap();
+        assert_eq!(third.version, Some(4));
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_is_told_to_refetch_then_goes_on() {
+        let (bus, watch) = watch(2);
+        for version in 1..=5 {
+            bus.send(changed(vec![level(1, 7, version)])).unwrap();
+        }
+        let (refetch, watch) = watch.next().await.unwrap();
+        assert_eq!(refetch.kind, StockEventKind::Refetch);
+        assert_eq!(refetch.missed, Some(3));
+        assert_eq!(refetch.version, None);
+        let (next, watch) = watch.next().await.unwrap();
+        assert_eq!(
+            (next.kind, next.version),
+            (StockEventKind::Changed, Some(4))
+        );
+        let (last, _) = watch.next().await.unwrap();
+        assert_eq!(last.version, Some(5));
     }
 }

@@ -15,7 +15,7 @@ pub(crate) struct Rejection {
     /// Whole seconds until a retry can succeed (rate and cost limits).
     retry_after: Option<u64>,
     /// A syntax error as the parser reported it, with its locations.
-    parse: Option<ServerError>,
+    parse: Option<Box<ServerError>>,
 }
 
 impl Rejection {
@@ -60,7 +60,7 @@ impl Rejection {
     pub(crate) fn parse_failed(err: async_graphql::parser::Error) -> Self {
         let err = ServerError::from(err);
         Self {
-            parse: Some(err.clone()),
+            parse: Some(Box::new(err.clone())),
             ..Self::new(code::GRAPHQL_PARSE_FAILED, err.message)
         }
     }
@@ -88,7 +88,7 @@ impl Rejection {
         let message = bounded(&self.message);
         let mut error = match &self.parse {
             Some(parse) => {
-                let mut parse = parse.clone();
+                let mut parse = (**parse).clone();
                 parse.message = message.into_owned();
                 serde_json::to_value(parse).unwrap_or_else(|_| json!({}))
             }

@@ -597,3 +597,119 @@ async fn a_change_through_one_gateway_reaches_a_subscriber_of_the_other() {
         again["version"]
     );
 }
+
+/// A TCP proxy to Redis that can be taken down (open connections cut, new ones refused) and
+/// brought back, as a Redis restart or a network failure would.
+struct RedisProxy {
+    url: String,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl RedisProxy {
+    async fn to(redis_url: &str) -> Self {
+        let target = redis_url
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (is_down, list) = (down.clone(), open.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if is_down.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+                let target = target.clone();
+                let forward = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                list.lock().unwrap().push(forward.abort_handle());
+            }
+        });
+        Self {
+            url,
+            down,
+            open,
+            accept,
+        }
+    }
+
+    fn take_down(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for connection in self.open.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+
+    fn bring_back(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for RedisProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+#[tokio::test]
+async fn subscribers_survive_a_redis_outage_and_are_told_to_refetch() {
+    let (Some(_), Some(redis)) = (test_database_url(), test_redis_url()) else {
+        eprintln!("skipped: needs TEST_DATABASE_URL (PostgreSQL) and TEST_REDIS_URL (Redis)");
+        return;
+    };
+    let proxy = RedisProxy::to(&redis).await;
+    let prefix = format!("e2e:{}:", uuid::Uuid::new_v4().simple());
+    let (redis_a, prefix_a) = (redis.clone(), prefix.clone());
+    let a = spawn_app_with(move |config: &mut Config| {
+        config.redis_url = Some(redis_a);
+        config.limits.redis_key_prefix = prefix_a;
+    })
+    .await;
+    let (shared, proxied) = (a.database_url.clone(), proxy.url.clone());
+    // B reaches Redis through the proxy.
+    let b = spawn_app_with(move |config: &mut Config| {
+        config.database_url = shared;
+        config.redis_url = Some(proxied);
+        config.limits.redis_key_prefix = prefix;
+    })
+    .await;
+    let mut on_b = connected(&b, &b.token("web", Role::Admin, None, None)).await;
+    subscribe(&mut on_b, "1", json!({ "skus": [SKU] })).await;
+    settle().await;
+    adjust(&a, SKU, "WH-EAST", 1).await;
+    assert_eq!(next_event(&mut on_b, "1").await["kind"], "CHANGED");
+
+    // Redis goes away for B: a change through A cannot reach it, B keeps serving.
+    proxy.take_down();
+    adjust(&a, SKU, "WH-EAST", 1).await;
+    let local = adjust(&b, SKU, "WH-EAST", 1).await;
+    let event = next_event(&mut on_b, "1").await;
+    assert_eq!(
+        (event["kind"].as_str(), &event["version"]),
+        (Some("CHANGED"), &local["version"]),
+        "B's own changes still reach its subscribers"
+    );
+
+    // Redis comes back: B's subscriber is told to refetch, then hears A again.
+    proxy.bring_back();
+    let refetch = next_event_within(&mut on_b, "1", Duration::from_secs(20)).await;
+    assert_eq!(refetch["kind"], "REFETCH", "{refetch}");
+    let after = adjust(&a, SKU, "WH-EAST", 1).await;
+    let event = next_event(&mut on_b, "1").await;
+    assert_eq!(event["kind"], "CHANGED");
+    assert_eq!(event["version"], after["version"]);
+}
+
+/// Like [`next_event`], with a longer wait (a reconnection's backoff).
+async fn next_event_within(socket: &mut Socket, id: &str, wait: Duration) -> Value {
+    tokio::time::timeout(wait, next_event(socket, id))
+        .await
+        .unwrap_or_else(|_| panic!("an event within {wait:?}"))
+}
