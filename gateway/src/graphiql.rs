@@ -123,9 +123,9 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
-/// The GraphiQL page: local assets only, a fetcher to `/graphql` (plain HTTP; no subscription URL, as
-/// the gateway serves no subscription transport) and the headers editor open, preset with
-/// `X-Channel`.
+/// The GraphiQL page: local assets only, a fetcher to `/graphql` and, for subscriptions, to this
+/// host's `/graphql/ws` (graphql-transport-ws; GraphiQL's bundle carries the graphql-ws client),
+/// and the headers editor open, preset with `X-Channel`.
 pub const PAGE: &str = concat!(
     r#"<!DOCTYPE html>
 <html lang="en">
@@ -188,8 +188,13 @@ pub const PAGE: &str = concat!(
     r#""></script>
 <script>
   (function () {
+    // Subscriptions go over this gateway's own socket (same host, ws or wss as the page); the
+    // headers editor's Authorization and X-Channel travel in connection_init.
+    var socket = new URL("/graphql/ws", location.href);
+    socket.protocol = socket.protocol === "https:" ? "wss:" : "ws:";
     var fetcher = GraphiQL.createFetcher({
       url: "/graphql",
+      subscriptionUrl: socket.href,
       enableIncrementalDelivery: false,
       headers: { accept: "application/graphql-response+json, application/json" },
     });
@@ -252,17 +257,12 @@ mod tests {
             let path = format!("{ASSETS_PATH}{}", asset.name);
             assert!(PAGE.contains(&format!("\"{path}\"")), "{path}");
         }
-        for remote in [
-            "http://",
-            "https://",
-            "//",
-            "ws://",
-            "wss://",
-            "/graphql/ws",
-        ] {
+        for remote in ["http://", "https://", "//", "ws://", "wss://"] {
             assert!(!PAGE.contains(&format!("\"{remote}")), "{remote}");
         }
-        assert!(!PAGE.contains("subscriptionUrl"));
+        // Subscriptions: this host's socket, never another's.
+        assert!(PAGE.contains("subscriptionUrl: socket.href"));
+        assert!(PAGE.contains("new URL(\"/graphql/ws\", location.href)"));
     }
 
     #[test]
