@@ -63,6 +63,9 @@ pub struct AppState {
     pub cors: Arc<crate::cors::CorsPolicy>,
     /// The subscription socket's limits (`[websocket]`).
     pub websocket: crate::config::WebsocketConfig,
+    /// Turns `true` when the server stops: open subscriptions (sockets, multipart streams)
+    /// end, so that clients reconnect to another instance and shutdown is not held up.
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Why the gateway could not start. Each message is one line that names what failed (with
@@ -379,6 +382,8 @@ pub struct RunningGateway {
     /// Demo mode made up the HS256 secret (none was configured): tokens die with the process.
     pub generated_secret: bool,
     shutdown: oneshot::Sender<()>,
+    /// Ends the open subscriptions ([`AppState::closing`]).
+    closing: tokio::sync::watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
     /// The reservation sweeper ([`sweep_reservations`]) and what stops it.
     sweeper_stop: oneshot::Sender<()>,
@@ -411,6 +416,7 @@ impl RunningGateway {
     /// write-ahead log is checkpointed into the database file first, so the `.db` file alone
     /// holds all data afterwards.
     pub async fn stop(self) -> std::io::Result<()> {
+        let _ = self.closing.send(true);
         let _ = self.shutdown.send(());
         let _ = self.sweeper_stop.send(());
         let served = self.task.await.unwrap_or(Ok(()));
@@ -487,6 +493,7 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
     } else {
         None
     };
+    let (closing, closing_signal) = tokio::sync::watch::channel(false);
     let state = AppState {
         schema: build_schema(&config.graphql),
         db,
@@ -508,6 +515,7 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
         max_response_bytes: config.http.max_response_bytes,
         cors: Arc::new(crate::cors::CorsPolicy::new(&config.cors, demo_mode)),
         websocket: config.websocket.clone(),
+        closing: closing_signal,
     };
     let app = router(state.clone(), &config);
     let limits = crate::connections::Limits::from_config(&config.http);
@@ -532,6 +540,7 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
         demo,
         generated_secret: generated_secret.is_some(),
         shutdown,
+        closing,
         task,
         sweeper_stop,
         sweeper,

@@ -127,6 +127,11 @@ pub fn negotiate(accept: Option<&str>) -> Option<ResponseMedia> {
     best.map(|(_, media)| media)
 }
 
+/// Resolves once the server is stopping ([`AppState::closing`]).
+pub(crate) async fn until_closing(closing: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = closing.wait_for(|&closing| closing).await;
+}
+
 /// The body of every error response without `data`: `{"errors":[{message, extensions.code}]}`.
 pub(crate) fn error_body(code: &str, message: &str) -> String {
     json!({ "errors": [{ "message": message, "extensions": { "code": code } }] }).to_string()

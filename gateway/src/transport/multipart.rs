@@ -99,21 +99,28 @@ pub(crate) async fn respond(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The body is pulled as the client reads it: a client that stops reading stops the
     // subscription's stream, whose bounded event buffer then tells it to refetch.
-    let body = futures_util::stream::unfold(Some((results, ticker)), move |state| async move {
-        let (mut results, mut ticker) = state?;
-        tokio::select! {
-            result = results.next() => match result {
-                Some(body) => {
-                    let part = part(spec, &body);
-                    Some((Ok::<_, std::convert::Infallible>(part), Some((results, ticker))))
+    let closing = state.closing.clone();
+    let body =
+        futures_util::stream::unfold(Some((results, ticker, closing)), move |state| async move {
+            let (mut results, mut ticker, mut closing) = state?;
+            let end = || format!("\r\n--{BOUNDARY}--\r\n");
+            tokio::select! {
+                // The server is stopping: the stream ends (the client reconnects elsewhere).
+                () = until_closing(&mut closing) => Some((Ok(end()), None)),
+                result = results.next() => match result {
+                    Some(body) => {
+                        let part = part(spec, &body);
+                        let next = Some((results, ticker, closing));
+                        Some((Ok::<_, std::convert::Infallible>(part), next))
+                    }
+                    None => Some((Ok(end()), None)),
+                },
+                _ = ticker.tick(), if heartbeat => {
+                    let next = Some((results, ticker, closing));
+                    Some((Ok(part(Spec::Incremental, "{}")), next))
                 }
-                None => Some((Ok(format!("\r\n--{BOUNDARY}--\r\n")), None)),
-            },
-            _ = ticker.tick(), if heartbeat => {
-                Some((Ok(part(Spec::Incremental, "{}")), Some((results, ticker))))
             }
-        }
-    });
+        });
     let content_type = match spec {
         Spec::Apollo => format!("multipart/mixed;boundary=\"{BOUNDARY}\";subscriptionSpec=\"1.0\""),
         Spec::Incremental => format!("multipart/mixed; boundary=\"{BOUNDARY}\""),

@@ -221,8 +221,12 @@ impl Connection {
         let keep_alive = Duration::from_secs(limits.keep_alive_secs);
         let mut ticker = tokio::time::interval_at(Instant::now() + keep_alive, keep_alive);
         let mut last_heard = Instant::now();
+        let mut closing = self.state.closing.clone();
         let ended = loop {
             tokio::select! {
+                () = until_closing(&mut closing) => {
+                    break Some((close::GOING_AWAY, "the server is shutting down; reconnect".to_owned()));
+                }
                 message = socket.recv() => {
                     let Some(Ok(message)) = message else { break None };
                     last_heard = Instant::now();
@@ -253,12 +257,15 @@ impl Connection {
                     if last_heard.elapsed() > keep_alive * 3 {
                         break Some((close::GOING_AWAY, "no message or pong for three keep-alive intervals".to_owned()));
                     }
-                    let keep_alive = if self.protocol == Protocol::Legacy && self.caller.is_some() {
-                        Message::text(r#"{"type":"ka"}"#)
-                    } else {
-                        Message::Ping(Default::default())
-                    };
-                    if socket.send(keep_alive).await.is_err() {
+                    // A ping frame, which every client answers with a pong (legacy clients
+                    // also get the `ka` message their libraries expect).
+                    if socket.send(Message::Ping(Default::default())).await.is_err() {
+                        break None;
+                    }
+                    if self.protocol == Protocol::Legacy
+                        && self.caller.is_some()
+                        && socket.send(Message::text(r#"{"type":"ka"}"#)).await.is_err()
+                    {
                         break None;
                     }
                 }

@@ -713,3 +713,40 @@ async fn next_event_within(socket: &mut Socket, id: &str, wait: Duration) -> Val
         .await
         .unwrap_or_else(|_| panic!("an event within {wait:?}"))
 }
+
+#[tokio::test]
+async fn stopping_the_server_ends_open_subscriptions() {
+    let app = spawn_app().await;
+    let token = app.token("web", Role::Admin, None, None);
+    let mut socket = connected(&app, &token).await;
+    subscribe(&mut socket, "1", json!({ "skus": [SKU] })).await;
+    let mut stream = reqwest::Client::new()
+        .post(format!("{}/graphql", app.gateway.url()))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("accept", "multipart/mixed")
+        .body(json!({ "query": WATCH, "variables": { "skus": [SKU] } }).to_string())
+        .send()
+        .await
+        .unwrap();
+    settle().await;
+    let e2e::TestApp {
+        gateway, database, ..
+    } = app;
+    tokio::time::timeout(WAIT, gateway.stop())
+        .await
+        .expect("open subscriptions do not hold up the shutdown")
+        .unwrap();
+    let (code, reason) = closed(&mut socket).await;
+    assert_eq!(code, 1001, "{reason}");
+    let mut rest = String::new();
+    while let Some(chunk) = tokio::time::timeout(WAIT, stream.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        rest.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(rest.ends_with("\r\n--graphql--\r\n"), "{rest:?}");
+    drop(database);
+}
