@@ -23,8 +23,9 @@ pub struct LevelNow {
 }
 
 /// The levels of `variant_ids` (every variant when `None`) at `location_ids` whose version is
-/// above `held[(variant, location)]`, and every level not in `held` (so an empty `held` is a
-/// full snapshot), in (variant, location) order. At most `limit` levels:
+/// not `held[(variant, location)]` (above it: it moved since; below it: the client holds a
+/// version this database never had, e.g. after a restore, and must take the current state),
+/// and every level not in `held` (so an empty `held` is a full snapshot), in (variant, location) order. At most `limit` levels:
 /// `Ok(None)` when more moved (the subscriber should refetch instead).
 pub async fn levels_since(
     db: &DatabaseConnection,
@@ -46,7 +47,7 @@ pub async fn levels_since(
         .into_iter()
         .filter(|level| {
             held.get(&(level.variant_id, level.location_id))
-                .is_none_or(|&version| level.version > version)
+                .is_none_or(|&version| level.version != version)
         })
         .collect();
     if moved.len() > limit {

@@ -2,8 +2,9 @@
 //!
 //! A subscription listens to the event bus *before* it reads the database, then sends:
 //! 1. with `since` (the versions the client holds), the current state of every watched level
-//!    whose version is above the one held, and of every watched level it does not list
-//!    (`CURRENT` events; so `since: []` is a full snapshot);
+//!    whose version differs from the one held (moved since; or a version this database never
+//!    had, after a restore), and of every watched level it does not list (`CURRENT` events; so
+//!    `since: []` is a full snapshot);
 //! 2. then every change as it commits (`CHANGED`), on this instance or, in cluster mode, on any.
 //!
 //! Each level's events go out in version order and at most once: a live event whose version is
@@ -15,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use async_graphql::{Context, Enum, ID, InputObject, SimpleObject, Subscription};
+use async_graphql::{Context, Enum, ErrorExtensions, ID, InputObject, SimpleObject, Subscription};
 use commerce_core::CoreError;
 use commerce_core::inventory::{location_available, replay};
 use futures_util::Stream;
@@ -182,12 +183,9 @@ impl StockSubscription {
                 let found = replay::variants_by_skus(&db, skus)
                     .await
                     .map_err(|err| match err {
-                        CoreError::NotFound { key, .. } => {
-                            ApiError::bad_input("skus", format!("unknown SKU {key:?}"))
-                        }
-                        err => err.into(),
-                    })
-                    .api()?;
+                        CoreError::NotFound { key, .. } => unknown_sku(&key, "skus"),
+                        err => ApiError::from(err).extend(),
+                    })?;
                 let ids: HashSet<i64> = found.values().copied().collect();
                 sku_of.extend(found.into_iter().map(|(sku, id)| (id, sku)));
                 Some(ids)
@@ -207,6 +205,14 @@ impl StockSubscription {
         }
         Ok(futures_util::stream::unfold(watch, Watch::next))
     }
+}
+
+/// `NOT_FOUND` for a SKU that does not exist, as the stock mutations answer it.
+fn unknown_sku(sku: &str, field: &str) -> async_graphql::Error {
+    let shown: String = sku.chars().take(64).collect();
+    ApiError::NotFound(format!("SKU {shown:?} not found"))
+        .extend()
+        .extend_with(|_, ext| ext.set("field", field))
 }
 
 /// One subscription's state.
@@ -230,12 +236,9 @@ impl Watch {
         let by_sku = replay::variants_by_skus(&self.db, &skus)
             .await
             .map_err(|err| match err {
-                CoreError::NotFound { key, .. } => {
-                    ApiError::bad_input("since", format!("unknown SKU {key:?}"))
-                }
-                err => err.into(),
-            })
-            .api()?;
+                CoreError::NotFound { key, .. } => unknown_sku(&key, "since"),
+                err => ApiError::from(err).extend(),
+            })?;
         let mut held = HashMap::new();
         for (index, level) in since.iter().enumerate() {
             let location = decode_id(

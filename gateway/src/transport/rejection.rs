@@ -79,6 +79,11 @@ impl Rejection {
         self.code
     }
 
+    /// Whole seconds until a retry can succeed, for rate and cost limits.
+    pub(crate) fn retry_after(&self) -> Option<u64> {
+        self.retry_after
+    }
+
     pub(crate) fn message(&self) -> &str {
         &self.message
     }

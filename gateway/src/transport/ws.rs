@@ -74,6 +74,8 @@ mod close {
     pub const GOING_AWAY: u16 = 1001;
     /// RFC 6455: try again later (rate limited at `connection_init`).
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// RFC 6455: a message over the size limit.
+    pub const TOO_BIG: u16 = 1009;
 }
 
 /// `GET /graphql/ws`: upgrades to a WebSocket speaking `graphql-transport-ws` (preferred) or
@@ -228,7 +230,20 @@ impl Connection {
                     break Some((close::GOING_AWAY, "the server is shutting down; reconnect".to_owned()));
                 }
                 message = socket.recv() => {
-                    let Some(Ok(message)) = message else { break None };
+                    let message = match message {
+                        Some(Ok(message)) => message,
+                        // Over websocket.max_message_bytes: 1009, with the limit.
+                        Some(Err(err)) if err.to_string().contains("too long") => {
+                            break Some((
+                                close::TOO_BIG,
+                                format!(
+                                    "Message too big: the limit is {} bytes (websocket.max_message_bytes)",
+                                    self.state.websocket.max_message_bytes
+                                ),
+                            ));
+                        }
+                        _ => break None,
+                    };
                     last_heard = Instant::now();
                     let text = match message {
                         Message::Text(text) => text,
@@ -454,10 +469,12 @@ impl Connection {
                 return Next::Close(code, reason);
             }
         }
-        Next::Close(
-            code,
-            format!("{}: {}", rejection.code(), bounded(rejection.message())),
-        )
+        // A close reason holds 123 bytes: the retry time goes first.
+        let reason = match rejection.retry_after() {
+            Some(seconds) => format!("{}: retry after {seconds} s", rejection.code()),
+            None => format!("{}: {}", rejection.code(), bounded(rejection.message())),
+        };
+        Next::Close(code, reason)
     }
 
     async fn on_subscribe(

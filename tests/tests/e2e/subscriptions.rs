@@ -193,17 +193,18 @@ async fn a_pos_clerk_watches_the_store_and_others_are_refused() {
     );
 
     // Bad arguments are coded errors too.
-    for (variables, field) in [
-        (json!({ "skus": ["NO-SUCH-SKU"] }), "skus"),
+    for (variables, code, field) in [
+        (json!({ "skus": ["NO-SUCH-SKU"] }), "NOT_FOUND", "skus"),
         (
             json!({ "skus": [SKU], "locationId": "bm9wZQ" }),
+            "BAD_USER_INPUT",
             "locationId",
         ),
     ] {
         subscribe(&mut socket, "bad", variables).await;
         let refused = receive(&mut socket).await;
         assert_eq!(
-            refused["payload"]["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            refused["payload"]["errors"][0]["extensions"]["code"], code,
             "{refused}"
         );
         assert_eq!(
@@ -251,6 +252,15 @@ async fn every_protocol_error_path_over_a_real_socket() {
         assert_eq!(code, 4400, "{bad:?}: {reason}");
         assert!(reason.starts_with("Invalid message received"), "{reason}");
     }
+
+    // 1009: a message over websocket.max_message_bytes (64 KiB), with the limit in the reason.
+    let mut socket = connected(&app, &admin).await;
+    let huge =
+        json!({ "id": "big", "type": "subscribe", "payload": { "query": "x".repeat(70_000) } });
+    socket.send(Message::text(huge.to_string())).await.unwrap();
+    let (code, reason) = closed(&mut socket).await;
+    assert_eq!(code, 1009, "{reason}");
+    assert!(reason.contains("65536"), "{reason}");
 
     // 4409: an id that is already running.
     let mut socket = connected(&app, &admin).await;
@@ -484,6 +494,19 @@ async fn a_reconnect_with_since_catches_up_exactly() {
     }
     ids.sort();
     assert_eq!(ids, ["2", "3"]);
+
+    // A held version the database never had (the client's copy is from before a restore): the
+    // current state comes back, so the terminal does not keep a stale count.
+    let ahead = json!([{ "sku": a, "locationId": location_id, "version": 999_999 }]);
+    subscribe(
+        &mut socket,
+        "4",
+        json!({ "skus": [a], "locationId": location_id, "since": ahead }),
+    )
+    .await;
+    let current = next_event(&mut socket, "4").await;
+    assert_eq!(current["kind"], "CURRENT");
+    assert_eq!(current["version"], after["version"]);
 }
 
 #[tokio::test]
