@@ -57,7 +57,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 const PROTOCOL: &str = "graphql-transport-ws";
 const SUBSCRIPTION: &str =
     "subscription($skus:[String!]){ stockChanged(skus:$skus){ kind sku location onHand version } }";
-const ADJUST: &str = "mutation($input: AdjustStockInput!) { adjustStock(input: $input) { location version onHand } }";
+const ADJUST: &str = "mutation($input: AdjustStockInput!) { \
+    adjustStock(input: $input) { location version onHand } }";
 /// The token's viewer: an admin (`stockChanged` shows exact stock) on `web`, whose locations
 /// include the default `--location`.
 const CHANNEL: &str = "web";
@@ -84,10 +85,12 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 #[command(about = "Subscription fan-out over WebSocket: delivery latency, events/s, gateway RSS")]
 struct Args {
     /// Subscriber sockets of the measured scenario (the baseline has one).
-    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    #[arg(long, default_value_t = 1_000)]
+    #[arg(value_parser = clap::value_parser!(u64).range(1..=100_000))]
     subscribers: u64,
     /// Stock changes measured in each scenario.
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, default_value_t = 200)]
+    #[arg(value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     changes: u64,
     /// Milliseconds between two changes (0: each as soon as the last one answered).
     #[arg(long, default_value_t = 20)]
@@ -445,8 +448,8 @@ impl Outcome {
             .unwrap_or_default();
         println!();
         println!(
-            "== {} subscriber(s): {} connected in {:.2} s ({:.0} sockets/s), connection_ack p50 \
-             {:.2} ms, p99 {:.2} ms, max {:.2} ms{}",
+            "== {} subscriber(s): {} connected in {:.2} s ({:.0} sockets/s), open to \
+             connection_ack p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{}",
             self.subscribers,
             self.connected,
             self.connect_elapsed.as_secs_f64(),
@@ -817,7 +820,9 @@ async fn listen(
                         None
                     }
                     Some(Ok(Message::Close(frame))) => Some(match frame {
-                        Some(frame) => format!("closed by the server: {} {}", frame.code, frame.reason),
+                        Some(frame) => {
+                            format!("closed by the server: {} {}", frame.code, frame.reason)
+                        }
                         None => "closed by the server without a code".to_owned(),
                     }),
                     Some(Err(err)) => Some(err.to_string()),

@@ -277,6 +277,7 @@ struct LocationSpec {
     lon: f64,
     handling_hours: i32,
     cutoff: &'static str,
+    time_zone: &'static str,
 }
 
 const LOCATIONS: &[LocationSpec] = &[
@@ -289,6 +290,7 @@ const LOCATIONS: &[LocationSpec] = &[
         lon: -74.1724,
         handling_hours: 24,
         cutoff: "15:00",
+        time_zone: "America/New_York",
     },
     LocationSpec {
         code: "WH-WEST",
@@ -299,6 +301,7 @@ const LOCATIONS: &[LocationSpec] = &[
         lon: -118.2437,
         handling_hours: 24,
         cutoff: "14:00",
+        time_zone: "America/Los_Angeles",
     },
     LocationSpec {
         code: "WH-CENTRAL",
@@ -309,6 +312,7 @@ const LOCATIONS: &[LocationSpec] = &[
         lon: -94.5786,
         handling_hours: 48,
         cutoff: "12:00",
+        time_zone: "America/Chicago",
     },
     LocationSpec {
         code: "STORE-DOWNTOWN",
@@ -319,6 +323,7 @@ const LOCATIONS: &[LocationSpec] = &[
         lon: -74.0060,
         handling_hours: 2,
         cutoff: "18:00",
+        time_zone: "America/New_York",
     },
     LocationSpec {
         code: "STORE-MALL",
@@ -329,6 +334,7 @@ const LOCATIONS: &[LocationSpec] = &[
         lon: -73.9712,
         handling_hours: 4,
         cutoff: "17:00",
+        time_zone: "America/New_York",
     },
 ];
 
@@ -623,6 +629,7 @@ async fn seed(txn: &DatabaseTransaction) -> Result<DemoSummary, CoreError> {
             longitude: Set(spec.lon),
             handling_hours: Set(spec.handling_hours),
             cutoff_time: Set(spec.cutoff.to_owned()),
+            time_zone: Set(spec.time_zone.to_owned()),
             ..Default::default()
         }
         .insert(txn)
@@ -641,6 +648,21 @@ async fn seed(txn: &DatabaseTransaction) -> Result<DemoSummary, CoreError> {
             routing_policy: Set("fewest_shipments".to_owned()),
             // POS reservations are hard holds (a customer at the till); carts expire.
             reservation_ttl_seconds: Set(if spec.code == "pos" { 0 } else { 900 }),
+            // Routing: POS sells from the clerk's store, in one go; B2B may backorder.
+            eligible_location_kinds: Set(if spec.code == "pos" {
+                "store"
+            } else {
+                "warehouse,store"
+            }
+            .to_owned()),
+            service_levels: Set(if spec.code == "pos" {
+                "standard"
+            } else {
+                "standard,express,same_day"
+            }
+            .to_owned()),
+            max_shipments: Set(if spec.code == "pos" { 1 } else { 3 }),
+            backorders: Set(spec.code == "b2b"),
             ..Default::default()
         }
         .insert(txn)

@@ -11,6 +11,7 @@ pub mod entities;
 pub mod error;
 pub mod inventory;
 pub mod money;
+pub mod orders;
 pub mod pricing;
 
 pub use error::CoreError;

@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261124_000001_initial;
 mod m20261126_000001_money_as_integer;
 mod m20261126_000002_inventory_service;
+mod m20261126_000003_orders;
 
 /// Applies every migration in order; `gateway migrate` and `gateway serve` call it.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_initial::Migration),
             Box::new(m20261126_000001_money_as_integer::Migration),
             Box::new(m20261126_000002_inventory_service::Migration),
+            Box::new(m20261126_000003_orders::Migration),
         ]
     }
 }

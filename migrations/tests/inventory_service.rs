@@ -38,7 +38,13 @@ async fn text(db: &DatabaseConnection, sql: &str) -> String {
 #[tokio::test]
 async fn existing_rows_get_defaults_holds_are_checked_and_down_reverts() {
     on_each_database("inventory_service_migration", |db| async move {
-        let before_this = Migrator::migrations().len() as u32 - 1;
+        // The migrations before this one; those after it are applied and reverted around it.
+        let all = Migrator::migrations();
+        let before_this = all
+            .iter()
+            .position(|m| m.name() == "m20261126_000002_inventory_service")
+            .expect("the migration is listed") as u32;
+        let after_this = all.len() as u32 - before_this - 1;
         Migrator::up(&db, Some(before_this)).await.unwrap();
         for sql in [
             "INSERT INTO category (slug, name) VALUES ('c', 'C')",
@@ -84,7 +90,7 @@ async fn existing_rows_get_defaults_holds_are_checked_and_down_reverts() {
             assert!(db.execute_unprepared(bad).await.is_err(), "{bad}");
         }
 
-        Migrator::down(&db, Some(1)).await.unwrap();
+        Migrator::down(&db, Some(after_this + 1)).await.unwrap();
         assert!(
             db.execute_unprepared("SELECT version FROM stock_level")
                 .await

@@ -454,7 +454,8 @@ async fn the_schema_keeps_its_columns_defaults_foreign_keys_and_indexes() {
     on_each_database("the_schema_keeps_its_columns", |db| async move {
         Migrator::up(&db, Some(1)).await.unwrap();
         let before = describe(&db, true).await;
-        Migrator::up(&db, None).await.unwrap();
+        // The money migration alone (the later ones add columns of their own).
+        Migrator::up(&db, Some(1)).await.unwrap();
         let mut after = describe(&db, true).await;
         let promotion = after.get_mut("promotion").unwrap();
         let currency = promotion

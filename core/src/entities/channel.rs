@@ -18,6 +18,15 @@ pub struct Model {
     pub allocation_strategy: String,
     /// Lifetime of the channel's reservations in seconds; 0 makes them hard holds (no expiry).
     pub reservation_ttl_seconds: i32,
+    /// Location kinds that may fulfil the channel's orders, comma-separated
+    /// (`warehouse,store`).
+    pub eligible_location_kinds: String,
+    /// Service levels the channel offers, comma-separated (`standard,express,same_day`).
+    pub service_levels: String,
+    /// Most shipments one order may be split into.
+    pub max_shipments: i32,
+    /// Whether orders may take more than is in stock (the rest ships later).
+    pub backorders: bool,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -8,6 +8,7 @@ pub mod channel_product;
 pub mod company;
 pub mod customer;
 pub mod customer_group;
+pub mod idempotency_record;
 pub mod inventory_movement;
 pub mod order;
 pub mod order_event;

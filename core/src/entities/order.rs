@@ -23,6 +23,13 @@ pub struct Model {
     #[sea_orm(column_type = "Json", nullable)]
     pub shipping_address: Option<Json>,
     pub pickup_location_id: Option<i64>,
+    /// The order's id in the system it came from (a marketplace, an offline POS); unique per
+    /// channel.
+    pub external_ref: Option<String>,
+    /// Channel-specific fields, kept as given (a size-bounded JSON object).
+    #[sea_orm(column_type = "Json", nullable)]
+    pub extensions: Option<Json>,
+    pub note: String,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -17,6 +17,8 @@ pub struct Model {
     pub line_total: StoredAmount,
     #[sea_orm(column_type = "Json")]
     pub price_breakdown: Json,
+    /// Units returned so far.
+    pub returned_quantity: i32,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -14,6 +14,8 @@ pub struct Model {
     pub status: String,
     #[sea_orm(column_type = "Json", nullable)]
     pub decision: Option<Json>,
+    /// The day the routing promised it ships.
+    pub promised_ship_date: Option<Date>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -16,6 +16,8 @@ pub struct Model {
     pub longitude: f64,
     pub handling_hours: i32,
     pub cutoff_time: String,
+    /// The IANA time zone its cut-off time is read in (e.g. `America/New_York`).
+    pub time_zone: String,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }
