@@ -54,8 +54,15 @@ pub struct WebsocketConfig {
     /// Largest message a client may send, in bytes (1 KiB to 16 MiB).
     pub max_message_bytes: usize,
     /// Seconds between the server's keep-alive pings (and legacy `ka` messages); a socket
-    /// that sends nothing, not even a pong, for three intervals is closed (5 to 3600).
+    /// that sends nothing, not even a pong, for three intervals is closed (5 to 3600). Also
+    /// how long one message may take to be written to a client that stopped reading.
     pub keep_alive_secs: u64,
+    /// Sockets open at once (1 to 1,000,000); more are refused with 503. Each holds one of
+    /// `http.max_connections`, so keep it below that to leave room for HTTP requests.
+    pub max_sockets: usize,
+    /// Sockets open at once from one client address (1 to 1,000,000); more are refused
+    /// with 429.
+    pub max_sockets_per_client: usize,
 }
 
 impl Default for WebsocketConfig {
@@ -65,6 +72,8 @@ impl Default for WebsocketConfig {
             max_operations: 100,
             max_message_bytes: 64 * 1024,
             keep_alive_secs: 15,
+            max_sockets: 5_000,
+            max_sockets_per_client: 200,
         }
     }
 }
@@ -347,6 +356,16 @@ impl Config {
                 1024..=16 * 1024 * 1024,
             ),
             ("websocket.keep_alive_secs", ws.keep_alive_secs, 5..=3600),
+            (
+                "websocket.max_sockets",
+                ws.max_sockets as u64,
+                1..=1_000_000,
+            ),
+            (
+                "websocket.max_sockets_per_client",
+                ws.max_sockets_per_client as u64,
+                1..=1_000_000,
+            ),
         ] {
             if !range.contains(&value) {
                 return Err(ConfigError::Invalid {

@@ -63,6 +63,8 @@ pub struct AppState {
     pub cors: Arc<crate::cors::CorsPolicy>,
     /// The subscription socket's limits (`[websocket]`).
     pub websocket: crate::config::WebsocketConfig,
+    /// The sockets open at `/graphql/ws`, in all and per client address.
+    pub sockets: Arc<crate::transport::Sockets>,
     /// Turns `true` when the server stops: open subscriptions (sockets, multipart streams)
     /// end, so that clients reconnect to another instance and shutdown is not held up.
     pub closing: tokio::sync::watch::Receiver<bool>,
@@ -515,6 +517,7 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
         max_response_bytes: config.http.max_response_bytes,
         cors: Arc::new(crate::cors::CorsPolicy::new(&config.cors, demo_mode)),
         websocket: config.websocket.clone(),
+        sockets: Arc::default(),
         closing: closing_signal,
     };
     let app = router(state.clone(), &config);

@@ -181,6 +181,13 @@ pub struct Authenticator {
     public_keys: Vec<(Option<String>, Algorithm, DecodingKey)>,
 }
 
+impl Authenticator {
+    /// The clock skew allowed on `exp` and `nbf`.
+    pub fn leeway_secs(&self) -> u64 {
+        self.config.leeway_secs
+    }
+}
+
 impl fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Authenticator")

@@ -170,6 +170,16 @@ pub(crate) async fn prepare(
         }
     }
     let operation_type = operation.map(|op| op.node.ty);
+    // The spec's single-root-field rule for subscriptions (async-graphql runs them all).
+    if let Some(op) = operation
+        && op.node.ty == OperationType::Subscription
+        && root_fields(&document, &op.node.selection_set.node) != 1
+    {
+        return Err(Rejection::new(
+            code::GRAPHQL_VALIDATION_FAILED,
+            "a subscription selects exactly one root field",
+        ));
+    }
     match (arrival, operation_type) {
         (Arrival::Get, Some(OperationType::Mutation | OperationType::Subscription)) => {
             return Err(Rejection::new(
@@ -330,6 +340,42 @@ pub async fn execute_as(
         complete_response(&mut response, &document, &operation.node);
     }
     response
+}
+
+/// How many fields a selection set selects at its own level, fragments expanded (each
+/// fragment counted once, so a cycle cannot loop).
+fn root_fields(
+    document: &ExecutableDocument,
+    set: &async_graphql::parser::types::SelectionSet,
+) -> usize {
+    fn count<'a>(
+        document: &'a ExecutableDocument,
+        set: &'a async_graphql::parser::types::SelectionSet,
+        seen: &mut Vec<&'a str>,
+    ) -> usize {
+        use async_graphql::parser::types::Selection;
+        set.items
+            .iter()
+            .map(|item| match &item.node {
+                Selection::Field(_) => 1,
+                Selection::InlineFragment(inline) => {
+                    count(document, &inline.node.selection_set.node, seen)
+                }
+                Selection::FragmentSpread(spread) => {
+                    let name = spread.node.fragment_name.node.as_str();
+                    if seen.contains(&name) {
+                        return 0;
+                    }
+                    seen.push(name);
+                    document
+                        .fragments
+                        .get(&spread.node.fragment_name.node)
+                        .map_or(0, |f| count(document, &f.node.selection_set.node, seen))
+                }
+            })
+            .sum()
+    }
+    count(document, set, &mut Vec::new())
 }
 
 /// The configured operation limits.

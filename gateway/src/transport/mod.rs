@@ -25,7 +25,7 @@ pub(crate) use self::rejection::Rejection;
 use self::rejection::bounded;
 pub use self::render::{MAX_ERRORS, MAX_MESSAGE_CHARS};
 use self::render::{render, render_body};
-pub use self::ws::graphql_ws;
+pub use self::ws::{Sockets, graphql_ws};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

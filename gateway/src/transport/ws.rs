@@ -43,6 +43,10 @@ pub const TRANSPORT_WS: &str = "graphql-transport-ws";
 pub const LEGACY_WS: &str = "graphql-ws";
 /// Messages one socket may have queued for sending.
 pub const OUTBOX: usize = 64;
+/// The read buffer of a socket, in bytes.
+const READ_BUFFER: usize = 4 * 1024;
+/// The longest operation id accepted, in bytes.
+pub const MAX_ID_BYTES: usize = 128;
 
 /// Which protocol a socket speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,12 +105,40 @@ pub async fn graphql_ws(
             );
         }
     };
+    let slot = match state
+        .sockets
+        .admit(ClientKey::of(None, client_ip), &state.websocket)
+    {
+        Ok(slot) => slot,
+        Err(cap) => {
+            let (status, code) = if cap == "websocket.max_sockets" {
+                (StatusCode::SERVICE_UNAVAILABLE, code::INTERNAL)
+            } else {
+                (StatusCode::TOO_MANY_REQUESTS, code::RATE_LIMITED)
+            };
+            let mut response = request_error(
+                status,
+                ResponseMedia::Json,
+                code,
+                &format!("too many sockets open ({cap}); close one or retry later"),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return response;
+        }
+    };
     let max_message = state.websocket.max_message_bytes;
     upgrade
         .protocols([TRANSPORT_WS, LEGACY_WS])
         .max_message_size(max_message)
         .max_frame_size(max_message)
+        // Small buffers: most sockets are idle subscribers; a large message still fits, as
+        // the codec grows the buffer to the frame's length.
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
+            let _slot = slot;
             let protocol = match socket.protocol().and_then(|p| p.to_str().ok()) {
                 Some(TRANSPORT_WS) => Some(Protocol::Transport),
                 Some(LEGACY_WS) => Some(Protocol::Legacy),
@@ -128,6 +160,62 @@ pub async fn graphql_ws(
                 .await;
             crate::metrics::websocket_closed();
         })
+}
+
+/// The sockets open at `/graphql/ws`, in all and per client address: sockets are long-lived and
+/// each holds a connection, so they have caps of their own (`websocket.max_sockets`,
+/// `websocket.max_sockets_per_client`) below the HTTP connection cap.
+#[derive(Debug, Default)]
+pub struct Sockets {
+    open: std::sync::Mutex<(usize, HashMap<ClientKey, usize>)>,
+}
+
+/// One open socket's place in [`Sockets`], given back when dropped.
+struct SocketSlot {
+    sockets: Arc<Sockets>,
+    client: ClientKey,
+}
+
+impl Sockets {
+    /// Takes a place for a socket of `client`, or says which cap is reached.
+    fn admit(
+        self: &Arc<Self>,
+        client: ClientKey,
+        limits: &crate::config::WebsocketConfig,
+    ) -> Result<SocketSlot, &'static str> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.0 >= limits.max_sockets {
+            return Err("websocket.max_sockets");
+        }
+        let of_client = open.1.entry(client.clone()).or_default();
+        if *of_client >= limits.max_sockets_per_client {
+            return Err("websocket.max_sockets_per_client");
+        }
+        *of_client += 1;
+        open.0 += 1;
+        Ok(SocketSlot {
+            sockets: self.clone(),
+            client,
+        })
+    }
+
+    /// Sockets open now.
+    pub fn open(&self) -> usize {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let mut open = self.sockets.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.0 -= 1;
+        if let Some(count) = open.1.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                open.1.remove(&self.client);
+            }
+        }
+    }
 }
 
 /// A close frame; the reason is cut to the 123 bytes a close frame can carry.
@@ -175,6 +263,8 @@ struct Connection {
     client_ip: Option<std::net::IpAddr>,
     /// Set by `connection_init`; `Some` once acknowledged.
     caller: Option<Caller>,
+    /// When the token of `caller` expires (with the leeway): the socket closes then.
+    expires: Option<Instant>,
     initialised: bool,
     /// Running operations by id, with the run number that tells a finished run's late messages
     /// from a newer run of the same id.
@@ -207,6 +297,7 @@ impl Connection {
             headers,
             client_ip,
             caller: None,
+            expires: None,
             initialised: false,
             operations: HashMap::new(),
             runs: 0,
@@ -260,10 +351,13 @@ impl Connection {
                 }
                 Some(outgoing) = self.inbox.recv() => {
                     if let Some(text) = self.on_outgoing(outgoing)
-                        && socket.send(Message::text(text)).await.is_err()
+                        && !sent_in_time(&mut socket, Message::text(text), keep_alive).await
                     {
                         break None;
                     }
+                }
+                () = sleep_until(self.expires), if self.expires.is_some() => {
+                    break Some((close::FORBIDDEN, "UNAUTHENTICATED: the token has expired".to_owned()));
                 }
                 () = &mut init_deadline, if !self.initialised => {
                     break Some((close::INIT_TIMEOUT, "Connection initialisation timeout".to_owned()));
@@ -274,12 +368,12 @@ impl Connection {
                     }
                     // A ping frame, which every client answers with a pong (legacy clients
                     // also get the `ka` message their libraries expect).
-                    if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    if !sent_in_time(&mut socket, Message::Ping(Default::default()), keep_alive).await {
                         break None;
                     }
                     if self.protocol == Protocol::Legacy
                         && self.caller.is_some()
-                        && socket.send(Message::text(r#"{"type":"ka"}"#)).await.is_err()
+                        && !sent_in_time(&mut socket, Message::text(r#"{"type":"ka"}"#), keep_alive).await
                     {
                         break None;
                     }
@@ -290,7 +384,7 @@ impl Connection {
             task.abort();
         }
         if let Some((code, reason)) = ended {
-            let _ = socket.send(close_message(code, &reason)).await;
+            sent_in_time(&mut socket, close_message(code, &reason), keep_alive).await;
         }
     }
 
@@ -351,6 +445,11 @@ impl Connection {
                         .invalid(&format!("`{kind}` needs a non-empty string `id`"), socket)
                         .await;
                 };
+                if id.len() > MAX_ID_BYTES {
+                    return self
+                        .invalid(&format!("an `id` is at most {MAX_ID_BYTES} bytes"), socket)
+                        .await;
+                }
                 self.on_subscribe(id.to_owned(), payload, socket).await
             }
             (Protocol::Transport, "complete") | (Protocol::Legacy, "stop") => {
@@ -438,6 +537,14 @@ impl Connection {
         };
         match admitted {
             Ok(caller) => {
+                self.expires = caller.claims.as_ref().map(|claims| {
+                    let at = std::time::UNIX_EPOCH
+                        + Duration::from_secs(claims.exp + self.state.auth.leeway_secs());
+                    let left = at
+                        .duration_since(std::time::SystemTime::now())
+                        .unwrap_or_default();
+                    Instant::now() + left
+                });
                 self.caller = Some(caller);
                 let ack = send_or_close(socket, json!({ "type": "connection_ack" })).await;
                 if self.protocol == Protocol::Legacy && matches!(ack, Next::Continue) {
@@ -503,19 +610,15 @@ impl Connection {
             Ok(params) => params,
             Err(reason) => return self.invalid(&reason, socket).await,
         };
-        if let Some((_, running)) = self.operations.get(&id) {
-            match self.protocol {
-                Protocol::Transport => {
-                    return Next::Close(
-                        close::DUPLICATE,
-                        format!("Subscriber for {} already exists", bounded(&id)),
-                    );
-                }
-                // The old protocol's servers replaced the running operation.
-                Protocol::Legacy => running.abort(),
-            }
+        let replacing = self.operations.contains_key(&id);
+        if replacing && self.protocol == Protocol::Transport {
+            return Next::Close(
+                close::DUPLICATE,
+                format!("Subscriber for {} already exists", bounded(&id)),
+            );
         }
-        if self.operations.len() >= self.state.websocket.max_operations {
+        // (The old protocol's servers replaced a running operation of the same id.)
+        if self.operations.len() - usize::from(replacing) >= self.state.websocket.max_operations {
             let rejection = Rejection::new(
                 code::BAD_REQUEST,
                 format!(
@@ -525,16 +628,38 @@ impl Connection {
             );
             return refused(socket, self.protocol, &id, &rejection).await;
         }
+        if let Some((_, running)) = self.operations.remove(&id) {
+            running.abort();
+        }
         self.runs += 1;
         let run = self.runs;
-        let task = tokio::spawn(run_operation(
+        let outbox = self.outbox.clone();
+        let operation = run_operation(
             self.state.clone(),
             caller,
             params,
             id.clone(),
             run,
-            self.outbox.clone(),
-        ));
+            outbox.clone(),
+        );
+        let failed_id = id.clone();
+        let task = tokio::spawn(async move {
+            // A panic of ours ends the operation with INTERNAL, never silently.
+            if futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(operation))
+                .await
+                .is_err()
+            {
+                tracing::error!(id = %failed_id, "a WebSocket operation panicked");
+                let errors = Rejection::internal().errors();
+                let _ = outbox
+                    .send(Outgoing::Refused {
+                        id: failed_id,
+                        run,
+                        errors,
+                    })
+                    .await;
+            }
+        });
         self.operations.insert(id, (run, task.abort_handle()));
         Next::Continue
     }
@@ -590,9 +715,30 @@ async fn refused(
 }
 
 async fn send_or_close(socket: &mut WebSocket, message: serde_json::Value) -> Next {
-    match socket.send(Message::text(message.to_string())).await {
-        Ok(()) => Next::Continue,
-        Err(_) => Next::Close(close::GOING_AWAY, String::new()),
+    if sent_in_time(socket, Message::text(message.to_string()), SEND_TIMEOUT).await {
+        Next::Continue
+    } else {
+        Next::Close(close::GOING_AWAY, String::new())
+    }
+}
+
+/// How long an answer to a client's own message may take to be written.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends `message` unless the client has stopped reading for `within`: a socket whose
+/// client does not read is given up, not waited on.
+async fn sent_in_time(socket: &mut WebSocket, message: Message, within: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(within, socket.send(message)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Sleeps until `at` (never, without one).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

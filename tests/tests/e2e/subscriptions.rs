@@ -219,9 +219,39 @@ async fn a_pos_clerk_watches_the_store_and_others_are_refused() {
 async fn every_protocol_error_path_over_a_real_socket() {
     let app = spawn_app_with(|config: &mut Config| {
         config.websocket.connection_init_timeout_secs = 1;
+        config.auth.leeway_secs = 0;
     })
     .await;
     let admin = app.token("web", Role::Admin, None, None);
+
+    // 4403 when the token expires on an open socket: it does not outlive its token.
+    let auth = &app.gateway.state.auth;
+    let short = auth
+        .mint(&auth.claims("web", Role::Admin, None, None, Some(2)))
+        .unwrap();
+    let mut socket = connected(&app, &short).await;
+    let (code, reason) = closed(&mut socket).await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (4403, "UNAUTHENTICATED: the token has expired")
+    );
+
+    // 4400 for an id over 128 bytes; an `error` for a subscription of two root fields.
+    let mut socket = connected(&app, &admin).await;
+    subscribe(&mut socket, &"x".repeat(129), json!({ "skus": [SKU] })).await;
+    assert_eq!(closed(&mut socket).await.0, 4400);
+    let mut socket = connected(&app, &admin).await;
+    send(
+        &mut socket,
+        json!({ "id": "two", "type": "subscribe", "payload": { "query": "subscription { a: stockChanged { kind } b: stockChanged { kind } }" } }),
+    )
+    .await;
+    let error = receive(&mut socket).await;
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(
+        error["payload"][0]["extensions"]["code"],
+        "GRAPHQL_VALIDATION_FAILED"
+    );
 
     // 4408: no connection_init in time.
     let mut socket = open(&app, "graphql-transport-ws").await;
@@ -772,4 +802,88 @@ async fn stopping_the_server_ends_open_subscriptions() {
     }
     assert!(rest.ends_with("\r\n--graphql--\r\n"), "{rest:?}");
     drop(database);
+}
+
+#[tokio::test]
+async fn sockets_and_operations_have_caps() {
+    let app = spawn_app_with(|config: &mut Config| {
+        config.websocket.max_operations = 2;
+        config.websocket.max_sockets_per_client = 3;
+    })
+    .await;
+    let token = app.token("web", Role::Admin, None, None);
+    // Legacy: restarting a running id at the cap replaces it; a third id is refused.
+    let mut legacy = open(&app, "graphql-ws").await;
+    send(
+        &mut legacy,
+        json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } }),
+    )
+    .await;
+    assert_eq!(receive(&mut legacy).await["type"], "connection_ack");
+    for id in ["s0", "s1", "s0"] {
+        send(
+            &mut legacy,
+            json!({ "id": id, "type": "start", "payload": { "query": WATCH, "variables": { "skus": [SKU] } } }),
+        )
+        .await;
+    }
+    send(
+        &mut legacy,
+        json!({ "id": "s2", "type": "start", "payload": { "query": WATCH, "variables": { "skus": [SKU] } } }),
+    )
+    .await;
+    let refused = receive(&mut legacy).await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["id"].as_str()),
+        (Some("error"), Some("s2")),
+        "{refused}"
+    );
+    assert_eq!(refused["payload"]["extensions"]["code"], "BAD_REQUEST");
+    settle().await;
+    let level = adjust(&app, SKU, "WH-EAST", 1).await;
+    let mut heard = Vec::new();
+    for _ in 0..2 {
+        let data = receive(&mut legacy).await;
+        assert_eq!(
+            data["payload"]["data"]["stockChanged"]["version"],
+            level["version"]
+        );
+        heard.push(data["id"].as_str().unwrap().to_owned());
+    }
+    heard.sort();
+    assert_eq!(heard, ["s0", "s1"], "both slots still deliver");
+
+    // A fourth socket from the same address is refused before the upgrade: 429.
+    let _second = open(&app, "graphql-transport-ws").await;
+    let _third = open(&app, "graphql-transport-ws").await;
+    let url = app.gateway.url().replace("http://", "ws://") + "/graphql/ws";
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429);
+        }
+        other => panic!("expected 429, got {other:?}"),
+    }
+    // Closing one makes room again.
+    drop(legacy);
+    let reopened = tokio::time::timeout(WAIT, async {
+        loop {
+            let url = app.gateway.url().replace("http://", "ws://") + "/graphql/ws";
+            let mut request = url.into_client_request().unwrap();
+            request.headers_mut().insert(
+                "sec-websocket-protocol",
+                HeaderValue::from_static("graphql-transport-ws"),
+            );
+            if tokio_tungstenite::connect_async(request).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(reopened.is_ok(), "a closed socket gives its place back");
 }
