@@ -9,6 +9,7 @@ pub mod db;
 pub mod demo;
 pub mod entities;
 pub mod error;
+pub mod idempotency;
 pub mod inventory;
 pub mod money;
 pub mod orders;

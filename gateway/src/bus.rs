@@ -47,6 +47,8 @@ pub enum Event {
     /// Redis subscription reconnected, or an instance could not publish for a while). Whoever
     /// keeps state from events reloads it; stock subscribers get a `REFETCH` event.
     EventsMissed,
+    /// An order's status changed (placed, shipped, delivered, cancelled, returned).
+    OrderStatusChanged { order_id: i64, status: String },
 }
 
 /// One stock level after a change: `(variant, location)` with its counts and version.

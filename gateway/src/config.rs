@@ -40,6 +40,30 @@ pub struct Config {
     pub inventory: InventoryConfig,
     /// Subscriptions over `/graphql/ws`.
     pub websocket: WebsocketConfig,
+    /// Idempotency keys of mutations.
+    pub idempotency: IdempotencyConfig,
+}
+
+/// `[idempotency]`: mutations sent with an `Idempotency-Key` header (or an `idempotencyKey`
+/// input field) run once per key and viewer; repeats replay the stored response.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdempotencyConfig {
+    /// Seconds a key (and its stored response) is kept; afterwards the key may be used again
+    /// (60 to 2,592,000: one minute to 30 days).
+    pub ttl_secs: u64,
+    /// Seconds a repeat waits for the first request with its key to finish before it is
+    /// answered `IDEMPOTENCY_IN_PROGRESS` (0 to 300, below `http.request_timeout_secs`).
+    pub wait_secs: u64,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        Self {
+            ttl_secs: 86_400,
+            wait_secs: 10,
+        }
+    }
 }
 
 /// `[websocket]`: the subscription socket at `/graphql/ws`.
@@ -193,6 +217,7 @@ impl Default for Config {
             cors: crate::cors::CorsConfig::default(),
             inventory: InventoryConfig::default(),
             websocket: WebsocketConfig::default(),
+            idempotency: IdempotencyConfig::default(),
         }
     }
 }
@@ -434,6 +459,33 @@ impl Config {
                 reason: "must be 1..=1000000 (and is lowered to what ulimit -n allows)".into(),
             });
         }
+        self.check_idempotency()?;
+        Ok(())
+    }
+}
+
+impl Config {
+    /// `[idempotency]`: a key lives one minute to 30 days; a repeat waits less than a request
+    /// may take, so it gets its coded answer before the request timeout's 408.
+    fn check_idempotency(&self) -> Result<(), ConfigError> {
+        let idempotency = &self.idempotency;
+        if !(60..=30 * 86_400).contains(&idempotency.ttl_secs) {
+            return Err(ConfigError::Invalid {
+                key: "idempotency.ttl_secs",
+                reason: "must be between 60 (one minute) and 2592000 (30 days)".into(),
+            });
+        }
+        if idempotency.wait_secs > 300
+            || idempotency.wait_secs >= self.http.request_timeout_secs.max(1)
+        {
+            return Err(ConfigError::Invalid {
+                key: "idempotency.wait_secs",
+                reason: format!(
+                    "must be between 0 and 300 and below http.request_timeout_secs ({})",
+                    self.http.request_timeout_secs
+                ),
+            });
+        }
         Ok(())
     }
 }
@@ -541,6 +593,32 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_idempotency_section_is_read_and_validated() {
+        let config: Config = toml::from_str("[idempotency]\nttl_secs = 3600\n").unwrap();
+        assert_eq!(config.idempotency.ttl_secs, 3600);
+        assert_eq!(config.idempotency.wait_secs, 10);
+        config.validate().unwrap();
+        assert!(toml::from_str::<Config>("[idempotency]\nttl = 5\n").is_err());
+        for (ttl_secs, wait_secs, key) in [
+            (59, 10, "idempotency.ttl_secs"),
+            (30 * 86_400 + 1, 10, "idempotency.ttl_secs"),
+            (3600, 301, "idempotency.wait_secs"),
+            (3600, 30, "idempotency.wait_secs"),
+        ] {
+            let mut config = Config::default();
+            config.idempotency.ttl_secs = ttl_secs;
+            config.idempotency.wait_secs = wait_secs;
+            match config.validate() {
+                Err(ConfigError::Invalid { key: named, .. }) => assert_eq!(named, key),
+                other => panic!("{ttl_secs}/{wait_secs}: {other:?}"),
+            }
+        }
+        let mut config = Config::default();
+        config.idempotency.wait_secs = 0;
+        config.validate().unwrap();
     }
 
     #[test]

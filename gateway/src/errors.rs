@@ -13,6 +13,10 @@ pub mod code {
     pub const FORBIDDEN: &str = "FORBIDDEN";
     pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
     pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
+    /// An idempotency key sent again with another request (query, operation or variables).
+    pub const IDEMPOTENCY_CONFLICT: &str = "IDEMPOTENCY_CONFLICT";
+    /// An idempotency key whose first request is still running; retry after `Retry-After`.
+    pub const IDEMPOTENCY_IN_PROGRESS: &str = "IDEMPOTENCY_IN_PROGRESS";
     pub const INSUFFICIENT_STOCK: &str = "INSUFFICIENT_STOCK";
     pub const INTERNAL: &str = "INTERNAL";
     pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
@@ -224,6 +228,9 @@ pub fn request_status(code: &str, graphql_response: bool) -> axum::http::StatusC
         code::NOT_ACCEPTABLE => StatusCode::NOT_ACCEPTABLE,
         code::UNSUPPORTED_MEDIA_TYPE => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         code::BAD_REQUEST => StatusCode::BAD_REQUEST,
+        // A key's state, not the request's shape: the same status for legacy clients, who
+        // must not read a 200 as "it ran".
+        code::IDEMPOTENCY_CONFLICT | code::IDEMPOTENCY_IN_PROGRESS => StatusCode::CONFLICT,
         code::INTERNAL => StatusCode::INTERNAL_SERVER_ERROR,
         _ if graphql_response => StatusCode::BAD_REQUEST,
         _ => StatusCode::OK,
@@ -259,6 +266,12 @@ mod tests {
                 request_status(code::INTERNAL, graphql_response),
                 StatusCode::INTERNAL_SERVER_ERROR
             );
+            for idempotency in [code::IDEMPOTENCY_CONFLICT, code::IDEMPOTENCY_IN_PROGRESS] {
+                assert_eq!(
+                    request_status(idempotency, graphql_response),
+                    StatusCode::CONFLICT
+                );
+            }
         }
     }
 }

@@ -7,6 +7,7 @@
 //! - [`limits`]: rate limits and query-cost budgets per (channel, client), in process or Redis
 //! - [`shaping`]: operation size, input checks, persisted operations, stock visibility
 //! - [`errors`]: every error code, how core errors map to them
+//! - [`idempotency`]: mutations with an `Idempotency-Key` run once per key and viewer
 //! - [`graphql`]: the schema, one module per domain
 //! - [`completion`]: response order and null propagation as the spec says
 //! - [`server`]: routes, middleware, start-up; [`connections`]: the accept loop (connection
@@ -26,6 +27,7 @@ pub mod cors;
 pub mod errors;
 pub mod graphiql;
 pub mod graphql;
+pub mod idempotency;
 pub mod limits;
 pub mod log_budget;
 pub mod metrics;

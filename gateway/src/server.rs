@@ -63,6 +63,8 @@ pub struct AppState {
     pub cors: Arc<crate::cors::CorsPolicy>,
     /// The subscription socket's limits (`[websocket]`).
     pub websocket: crate::config::WebsocketConfig,
+    /// How long idempotency keys live and repeats wait (`[idempotency]`).
+    pub idempotency: crate::idempotency::Settings,
     /// The sockets open at `/graphql/ws`, in all and per client address.
     pub sockets: Arc<crate::transport::Sockets>,
     /// Turns `true` when the server stops: open subscriptions (sockets, multipart streams)
@@ -517,6 +519,10 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
         max_response_bytes: config.http.max_response_bytes,
         cors: Arc::new(crate::cors::CorsPolicy::new(&config.cors, demo_mode)),
         websocket: config.websocket.clone(),
+        idempotency: crate::idempotency::Settings::new(
+            &config.idempotency,
+            config.http.request_timeout_secs,
+        ),
         sockets: Arc::default(),
         closing: closing_signal,
     };
@@ -569,6 +575,10 @@ async fn sweep_reservations(
         tokio::select! {
             _ = &mut stop => return,
             _ = ticks.tick() => {}
+        }
+        // Expired idempotency keys too (in batches; a failure waits for the next tick).
+        if let Err(err) = commerce_core::idempotency::purge_expired(&db, chrono::Utc::now()).await {
+            tracing::warn!(error = %err, "purging expired idempotency keys failed");
         }
         // Several batches when many expired at once; each is its own transaction.
         loop {

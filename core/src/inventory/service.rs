@@ -307,7 +307,7 @@ async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbE
 /// Makes the transaction the only writer of the variant's stock until it ends (PostgreSQL:
 /// an advisory lock; SQLite: the IMMEDIATE transaction already is the only writer), then
 /// checks that the variant exists.
-async fn lock_variant(
+pub(crate) async fn lock_variant(
     txn: &DatabaseTransaction,
     variant_id: i64,
     field: &str,
@@ -378,7 +378,7 @@ pub async fn load_policy_by_id(
     Ok(ChannelPolicy { channel, locations })
 }
 
-async fn levels_of(
+pub(crate) async fn levels_of(
     conn: &impl ConnectionTrait,
     variant_id: i64,
 ) -> Result<Vec<stock_level::Model>, DbErr> {
@@ -389,7 +389,7 @@ async fn levels_of(
         .await
 }
 
-async fn holds_of(
+pub(crate) async fn holds_of(
     conn: &impl ConnectionTrait,
     variant_id: i64,
 ) -> Result<Vec<stock_hold::Model>, DbErr> {
@@ -400,7 +400,7 @@ async fn holds_of(
         .await
 }
 
-async fn level_at(
+pub(crate) async fn level_at(
     conn: &impl ConnectionTrait,
     variant_id: i64,
     location_id: i64,
@@ -413,7 +413,7 @@ async fn level_at(
 }
 
 /// The level of the variant at the location, created empty (version 0) when missing.
-async fn level_or_new(
+pub(crate) async fn level_or_new(
     txn: &DatabaseTransaction,
     variant_id: i64,
     location_id: i64,
@@ -437,19 +437,19 @@ async fn level_or_new(
 }
 
 /// One ledger entry to write with its level change.
-struct Move<'a> {
-    kind: &'static str,
-    on_hand: i32,
-    reserved: i32,
-    actor: &'a str,
-    reason: &'a str,
-    reference: Option<String>,
+pub(crate) struct Move<'a> {
+    pub(crate) kind: &'static str,
+    pub(crate) on_hand: i32,
+    pub(crate) reserved: i32,
+    pub(crate) actor: &'a str,
+    pub(crate) reason: &'a str,
+    pub(crate) reference: Option<String>,
 }
 
 /// Applies `mv` to the level in one conditional UPDATE (bumping its version) and appends its
 /// movement. Refuses, changing nothing, when the level would end with `reserved` above
 /// `on_hand` or below zero.
-async fn apply(
+pub(crate) async fn apply(
     txn: &DatabaseTransaction,
     level: &stock_level::Model,
     mv: Move<'_>,
@@ -516,7 +516,7 @@ async fn apply(
 }
 
 /// Runs `work` in a write transaction, committing on success and rolling back on error.
-async fn in_write<T, F>(db: &DatabaseConnection, work: F) -> Result<T, CoreError>
+pub(crate) async fn in_write<T, F>(db: &DatabaseConnection, work: F) -> Result<T, CoreError>
 where
     F: AsyncFnOnce(&DatabaseTransaction) -> Result<T, CoreError>,
 {
@@ -911,7 +911,7 @@ pub async fn reserve(
 }
 
 /// The reservation, after its variant was locked; `NotFound` when there is none.
-async fn locked_reservation(
+pub(crate) async fn locked_reservation(
     txn: &DatabaseTransaction,
     reservation_id: i64,
 ) -> Result<reservation::Model, CoreError> {
@@ -1080,7 +1080,7 @@ pub async fn commit_reservation(
 
 /// Ends a reservation in `state`, moving its units with a `kind` movement.
 #[allow(clippy::too_many_arguments)]
-async fn finish(
+pub(crate) async fn finish(
     txn: &DatabaseTransaction,
     row: reservation::Model,
     state: &str,

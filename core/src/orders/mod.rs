@@ -3,3 +3,4 @@
 //! moves them through their lifecycle.
 
 pub mod routing;
+pub mod service;

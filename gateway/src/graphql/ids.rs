@@ -18,6 +18,8 @@ pub enum Kind {
     PriceList,
     Promotion,
     Reservation,
+    Order,
+    Shipment,
 }
 
 impl Kind {
@@ -30,6 +32,8 @@ impl Kind {
             Kind::PriceList => "PriceList",
             Kind::Promotion => "Promotion",
             Kind::Reservation => "Reservation",
+            Kind::Order => "Order",
+            Kind::Shipment => "Shipment",
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod channels;
 pub mod ids;
 pub mod inventory;
 pub mod inventory_admin;
+pub mod orders;
 pub mod pricing;
 pub mod pricing_admin;
 pub mod stock_events;
@@ -32,6 +33,7 @@ pub type GatewaySchema = Schema<Query, Mutation, Subscription>;
 #[derive(MergedObject, Default)]
 pub struct Query(
     catalog::CatalogQuery,
+    orders::OrderQuery,
     inventory::InventoryQuery,
     channels::ChannelQuery,
     pricing::PricingQuery,
@@ -42,11 +44,12 @@ pub struct Query(
 pub struct Mutation(
     pricing_admin::PricingMutation,
     inventory_admin::InventoryMutation,
+    orders::OrderMutation,
 );
 
 /// Every root subscription field (served over `/graphql/ws` and `multipart/mixed`).
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(stock_events::StockSubscription);
+pub struct Subscription(stock_events::StockSubscription, orders::OrderSubscription);
 
 /// Builds the schema with the configured shape limits. It holds no connection: per-request
 /// data ([`RequestContext`] and the loaders) travels with each request.
@@ -69,6 +72,9 @@ pub struct RequestContext {
     pub viewer: Viewer,
     /// Where committed changes are announced.
     pub bus: crate::bus::EventBus,
+    /// The request's idempotency key (the `Idempotency-Key` header or an input's
+    /// `idempotencyKey`), for mutations that require one.
+    pub idempotency_key: Option<String>,
 }
 
 /// Who is asking, beyond the channel: anonymous, or what a verified token says

@@ -292,7 +292,7 @@ fn check_quantity(quantity: i32, field: &str) -> Result<(), ApiError> {
 
 /// A pricing failure as the client sees it: `QUANTITY_RULE_VIOLATION` names the rule and the
 /// nearest valid quantities.
-fn pricing_error(err: PricingError, sku: &str, field: &str) -> async_graphql::Error {
+pub(crate) fn pricing_error(err: PricingError, sku: &str, field: &str) -> async_graphql::Error {
     match &err {
         PricingError::QuantityRule {
             quantity,

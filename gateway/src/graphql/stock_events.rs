@@ -289,7 +289,7 @@ impl Watch {
                 Ok(Event::EventsMissed) => {
                     self.queue.push_back(StockEvent::refetch(None));
                 }
-                Ok(Event::PricesChanged { .. }) => {}
+                Ok(Event::PricesChanged { .. } | Event::OrderStatusChanged { .. }) => {}
                 Err(RecvError::Lagged(missed)) => {
                     self.queue.push_back(StockEvent::refetch(Some(missed)));
                 }

@@ -4,6 +4,8 @@
 
 use super::*;
 
+use tracing::Instrument;
+
 /// Who asks, on which channel, as which client: what the token says (verified, no SQL yet),
 /// admitted by the request-rate limit.
 #[derive(Clone, Debug)]
@@ -11,6 +13,8 @@ pub(crate) struct Caller {
     pub(crate) channel: String,
     pub(crate) claims: Option<Claims>,
     pub(crate) client: ClientKey,
+    /// The `Idempotency-Key` header, read (and checked) only for mutations.
+    idempotency_header: Result<Option<String>, crate::idempotency::BadKey>,
 }
 
 /// Reads who asks from the request's `Authorization` and `X-Channel` headers and charges one
@@ -43,6 +47,7 @@ pub(crate) async fn admit(
         channel,
         claims,
         client,
+        idempotency_header: crate::idempotency::header_key(headers),
     })
 }
 
@@ -80,6 +85,8 @@ pub(crate) struct Prepared {
     /// An automatic persisted query sent with its text: `(channel, hash, text)`, kept once it
     /// has run.
     apq: Option<(String, String, String)>,
+    /// A mutation sent with an idempotency key: its scope, key and request hash.
+    pub(crate) idempotency: Option<crate::idempotency::Keyed>,
 }
 
 impl Prepared {
@@ -223,6 +230,22 @@ pub(crate) async fn prepare(
             ));
         }
     };
+    let idempotency = match operation {
+        Some(op) if op.node.ty == OperationType::Mutation => {
+            idempotency_key(caller, &document, &op.node, &variables, arrival)?.map(|key| {
+                crate::idempotency::Keyed {
+                    scope: crate::idempotency::scope(channel_code, caller.client.as_str()),
+                    key,
+                    request_hash: crate::idempotency::request_hash(
+                        &query,
+                        params.operation_name.as_deref(),
+                        &variables,
+                    ),
+                }
+            })
+        }
+        _ => None,
+    };
     let (policy, viewer) = resolve_viewer(state, channel_code, caller.claims.clone()).await?;
     crate::metrics::resolved_channel(&policy.channel.code);
     // The schema is documentation for admins (and everyone in demo mode), not for scrapers.
@@ -263,6 +286,7 @@ pub(crate) async fn prepare(
         config: graphql_config,
         viewer,
         bus: state.bus.clone(),
+        idempotency_key: idempotency.as_ref().map(|keyed| keyed.key.clone()),
     };
     Ok((
         context.into_request_data(request),
@@ -273,8 +297,37 @@ pub(crate) async fn prepare(
             size,
             budget,
             apq,
+            idempotency,
         },
     ))
+}
+
+/// The idempotency key of a mutation (header or `input.idempotencyKey`), checked. Honoured on
+/// plain HTTP only: a transport of many results has no one response to store and replay.
+fn idempotency_key(
+    caller: &Caller,
+    document: &ExecutableDocument,
+    operation: &OperationDefinition,
+    variables: &Variables,
+    arrival: Arrival,
+) -> Result<Option<String>, Rejection> {
+    let key = crate::idempotency::key_of(
+        caller.idempotency_header.clone(),
+        document,
+        operation,
+        variables,
+    )
+    .map_err(|bad| match bad.field {
+        Some(field) => Rejection::new(code::BAD_USER_INPUT, bad.message).with_field(field),
+        None => Rejection::new(code::BAD_REQUEST, bad.message),
+    })?;
+    if key.is_some() && arrival == Arrival::Stream {
+        return Err(Rejection::new(
+            code::BAD_REQUEST,
+            "idempotency keys are honoured for mutations sent as a plain POST (one response), not over multipart/mixed or the WebSocket",
+        ));
+    }
+    Ok(key)
 }
 
 /// One operation over plain HTTP: admitted, prepared, executed, completed and rendered.
@@ -290,14 +343,117 @@ pub(crate) async fn execute(
         Ok(caller) => prepare(state, &caller, params, arrival).await,
         Err(rejection) => Err(rejection),
     };
-    let (request, prepared) = match prepared {
+    let (request, mut prepared) = match prepared {
         Ok(prepared) => prepared,
         Err(rejection) => return rejection.into_response(media),
     };
+    // A mutation with an idempotency key: admitted like any other, then run once per key.
+    if let Some(keyed) = prepared.idempotency.take() {
+        return execute_once(state, request, prepared, keyed, media).await;
+    }
     let mut response = state.schema.execute(request).await;
     prepared.finish(&mut response, true);
     prepared.register_apq(state, &response).await;
     render(response, media, state.max_response_bytes)
+}
+
+/// A keyed mutation ([`crate::idempotency`]): claims its key (waiting while a first request
+/// with it runs), replays a stored response, or runs it and stores the response as sent. The
+/// run is a task of its own, so a client that hangs up (or a request timeout) cannot cut it
+/// between its commit and the stored response.
+async fn execute_once(
+    state: &AppState,
+    request: async_graphql::Request,
+    prepared: Prepared,
+    keyed: crate::idempotency::Keyed,
+    media: ResponseMedia,
+) -> Response {
+    use crate::idempotency::{Claim, REPLAYED_HEADER, Refusal};
+    match crate::idempotency::claim(&state.db, &keyed, &state.idempotency).await {
+        Ok(Claim::Run) => {}
+        Ok(Claim::Replay(body)) => {
+            let mut response = with_media(StatusCode::OK, media, body);
+            response
+                .headers_mut()
+                .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+            return response;
+        }
+        Err(Refusal::Conflict) => {
+            return Rejection::new(
+                code::IDEMPOTENCY_CONFLICT,
+                format!(
+                    "the idempotency key {:?} was used with a different request (query, operation name or variables); use a new key for a new request",
+                    keyed.key
+                ),
+            )
+            .into_response(media);
+        }
+        Err(Refusal::InProgress) => {
+            let mut response = Rejection::new(
+                code::IDEMPOTENCY_IN_PROGRESS,
+                format!(
+                    "the first request with the idempotency key {:?} is still running; retry after Retry-After seconds to get its response",
+                    keyed.key
+                ),
+            )
+            .into_response(media);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(1));
+            return response;
+        }
+        Err(Refusal::Internal) => return Rejection::internal().into_response(media),
+    }
+    let run = {
+        let (state, keyed) = (state.clone(), keyed.clone());
+        async move {
+            let mut response = state.schema.execute(request).await;
+            prepared.finish(&mut response, true);
+            prepared.register_apq(&state, &response).await;
+            let rendered = render_body(response, state.max_response_bytes);
+            // Stored: what was sent, also RESPONSE_TOO_LARGE (the mutation ran). Not stored:
+            // a request that failed validation (it did not run) or failed on our side.
+            let stored = match &rendered {
+                render::Rendered::Sent {
+                    body,
+                    request_failed: false,
+                } if !crate::idempotency::failed_internally(body) => Some(body.clone()),
+                render::Rendered::Sent { .. } => None,
+                render::Rendered::TooLarge => Some(error_body(
+                    code::RESPONSE_TOO_LARGE,
+                    &crate::response_size::too_large_message(state.max_response_bytes),
+                )),
+            };
+            crate::idempotency::settle(&state.db, &keyed, stored.as_deref()).await;
+            rendered
+        }
+    };
+    let span = tracing::Span::current();
+    let task = match crate::metrics::current_scope() {
+        Some(scope) => tokio::spawn(crate::metrics::in_scope(scope, run).instrument(span)),
+        None => tokio::spawn(run.instrument(span)),
+    };
+    match task.await {
+        Ok(render::Rendered::Sent {
+            body,
+            request_failed,
+        }) => {
+            let status = if request_failed {
+                media.request_error_status()
+            } else {
+                StatusCode::OK
+            };
+            with_media(status, media, body)
+        }
+        Ok(render::Rendered::TooLarge) => {
+            crate::response_size::too_large(media, state.max_response_bytes)
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "a keyed mutation's task failed");
+            crate::idempotency::settle(&state.db, &keyed, None).await;
+            Rejection::internal().into_response(media)
+        }
+    }
 }
 
 /// Runs one operation in process as `viewer` on the channel `channel_code`, completed like an
@@ -331,6 +487,7 @@ pub async fn execute_as(
         config: state.graphql_config.clone(),
         viewer,
         bus: state.bus.clone(),
+        idempotency_key: None,
     };
     let mut response = state
         .schema

@@ -1,0 +1,246 @@
+//! Idempotency keys: the first request sent with a key runs and its response is stored; a
+//! repeat with the same request gets the stored response, a repeat with another request is a
+//! conflict, and a repeat while the first still runs waits for it.
+//!
+//! One row per (scope, key) in `idempotency_record`; the UNIQUE(scope, key) index decides who
+//! runs: a key is claimed by inserting its row, so of any number of concurrent requests (on
+//! any number of gateways) exactly one inserts it. Plain statements, no transaction: the same
+//! on SQLite and PostgreSQL.
+
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, SqlErr,
+};
+
+use crate::CoreError;
+use crate::entities::idempotency_record::{self, Column, Entity as Record};
+
+/// Longest scope (the channel and the caller) a record holds.
+pub const MAX_SCOPE_CHARS: usize = 300;
+/// Longest key a record holds.
+pub const MAX_KEY_CHARS: usize = 255;
+/// Expired records deleted per statement by [`purge_expired`].
+pub const PURGE_BATCH: u64 = 500;
+
+const RUNNING: &str = "running";
+const DONE: &str = "done";
+
+/// How long keys live and when a run is given up for lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyLifetime {
+    /// After this a key may be used again (for any request).
+    pub ttl: Duration,
+    /// A record still `running` this long after it was claimed belongs to a run that died
+    /// (a crashed instance): the next request with the key takes it over and runs.
+    pub stale_after: Duration,
+}
+
+/// What the caller of [`begin`] is to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Begin {
+    /// The key is claimed for this request: run it, then [`finish`] (or [`abandon`]).
+    Run,
+    /// The same request ran already: answer its stored response (JSON text), run nothing.
+    Replay(String),
+    /// The key was used with another request.
+    Conflict,
+    /// The same request is running right now (elsewhere): wait, or tell the client to retry.
+    InProgress,
+}
+
+/// Claims `key` in `scope` for the request whose hash is `request_hash` (SHA-256, 64 hex
+/// digits), or says why not. An expired record is deleted and the claim tried again; a
+/// `running` record older than `lifetime.stale_after` is taken over by a conditional update,
+/// so of two takers only one wins.
+pub async fn begin<C: ConnectionTrait>(
+    db: &C,
+    scope: &str,
+    key: &str,
+    request_hash: &str,
+    lifetime: KeyLifetime,
+    now: DateTime<Utc>,
+) -> Result<Begin, CoreError> {
+    check(scope, key)?;
+    if request_hash.len() != 64 || !request_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(CoreError::invalid(
+            "requestHash",
+            "must be 64 hexadecimal digits (SHA-256)",
+        ));
+    }
+    // Two rounds: an expired record found in the first is deleted and the key claimed anew.
+    // A record that vanishes between the insert and the read (finished and expired, or
+    // abandoned) also gets a second round.
+    for _ in 0..2 {
+        // A plain insert, its unique violation caught: `ON CONFLICT (scope, key)` would be
+        // resolved against the connection's cached schema, which SQLite does not refresh
+        // for that check (a pooled connection that last looked before the migration fails).
+        let claimed = Record::insert(idempotency_record::ActiveModel {
+            scope: Set(scope.to_owned()),
+            key: Set(key.to_owned()),
+            request_hash: Set(request_hash.to_owned()),
+            state: Set(RUNNING.to_owned()),
+            response: Set(None),
+            expires_at: Set(now + lifetime.ttl),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        })
+        .exec_without_returning(db)
+        .await;
+        match claimed {
+            Ok(_) => return Ok(Begin::Run),
+            Err(err) if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {}
+            Err(err) => return Err(err.into()),
+        }
+        let Some(record) = find(db, scope, key).await? else {
+            continue;
+        };
+        if record.expires_at <= now {
+            // Only if it is still that expired record: a fresh claim by someone else stays.
+            Record::delete_many()
+                .filter(Column::Id.eq(record.id))
+                .filter(Column::ExpiresAt.lte(now))
+                .exec(db)
+                .await?;
+            continue;
+        }
+        if record.request_hash != request_hash {
+            return Ok(Begin::Conflict);
+        }
+        if record.state == DONE {
+            return Ok(Begin::Replay(record.response.unwrap_or_default()));
+        }
+        let stale_before = now - lifetime.stale_after;
+        if record.updated_at <= stale_before {
+            // Taking over sets `updated_at` to now, after the bound: a second taker's
+            // condition no longer holds.
+            let taken = Record::update_many()
+                .col_expr(Column::UpdatedAt, Expr::value(now))
+                .col_expr(Column::ExpiresAt, Expr::value(now + lifetime.ttl))
+                .filter(Column::Id.eq(record.id))
+                .filter(Column::State.eq(RUNNING))
+                .filter(Column::UpdatedAt.lte(stale_before))
+                .exec(db)
+                .await?;
+            if taken.rows_affected == 1 {
+                tracing::warn!(
+                    scope,
+                    key,
+                    "took over an idempotency key whose run was lost"
+                );
+                return Ok(Begin::Run);
+            }
+        }
+        return Ok(Begin::InProgress);
+    }
+    Ok(Begin::InProgress)
+}
+
+/// Stores the response of the run that claimed `key` (JSON text): later requests replay it.
+/// `false` when the key had no running record (it was abandoned, or expired and purged).
+pub async fn finish<C: ConnectionTrait>(
+    db: &C,
+    scope: &str,
+    key: &str,
+    response: &str,
+) -> Result<bool, CoreError> {
+    let stored = Record::update_many()
+        .col_expr(Column::State, Expr::value(DONE))
+        .col_expr(Column::Response, Expr::value(response))
+        .col_expr(Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(Column::Scope.eq(scope))
+        .filter(Column::Key.eq(key))
+        .filter(Column::State.eq(RUNNING))
+        .exec(db)
+        .await?;
+    Ok(stored.rows_affected == 1)
+}
+
+/// Frees a key whose run failed on our side, so a retry runs again. A finished record stays.
+pub async fn abandon<C: ConnectionTrait>(db: &C, scope: &str, key: &str) -> Result<(), CoreError> {
+    Record::delete_many()
+        .filter(Column::Scope.eq(scope))
+        .filter(Column::Key.eq(key))
+        .filter(Column::State.eq(RUNNING))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Deletes the records expired at `now`, [`PURGE_BATCH`] per statement; the number deleted.
+pub async fn purge_expired<C: ConnectionTrait>(
+    db: &C,
+    now: DateTime<Utc>,
+) -> Result<u64, CoreError> {
+    let mut purged = 0;
+    loop {
+        let ids: Vec<i64> = Record::find()
+            .select_only()
+            .column(Column::Id)
+            .filter(Column::ExpiresAt.lte(now))
+            .order_by_asc(Column::Id)
+            .limit(PURGE_BATCH)
+            .into_tuple()
+            .all(db)
+            .await?;
+        if ids.is_empty() {
+            return Ok(purged);
+        }
+        let batch = ids.len() as u64;
+        let deleted = Record::delete_many()
+            .filter(Column::Id.is_in(ids))
+            .filter(Column::ExpiresAt.lte(now))
+            .exec(db)
+            .await?;
+        purged += deleted.rows_affected;
+        if batch < PURGE_BATCH {
+            return Ok(purged);
+        }
+    }
+}
+
+/// The record of `key` in `scope`, whatever its state.
+pub async fn find<C: ConnectionTrait>(
+    db: &C,
+    scope: &str,
+    key: &str,
+) -> Result<Option<idempotency_record::Model>, CoreError> {
+    Ok(Record::find()
+        .filter(Column::Scope.eq(scope))
+        .filter(Column::Key.eq(key))
+        .one(db)
+        .await?)
+}
+
+/// Scopes and keys the table can hold.
+fn check(scope: &str, key: &str) -> Result<(), CoreError> {
+    if scope.is_empty() || scope.chars().count() > MAX_SCOPE_CHARS {
+        return Err(CoreError::invalid(
+            "scope",
+            format!("must be 1 to {MAX_SCOPE_CHARS} characters"),
+        ));
+    }
+    if key.is_empty() || key.chars().count() > MAX_KEY_CHARS {
+        return Err(CoreError::invalid(
+            "idempotencyKey",
+            format!("must be 1 to {MAX_KEY_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_and_keys_are_bounded() {
+        assert!(check("web:sub:a", "k").is_ok());
+        assert!(check("", "k").is_err());
+        assert!(check("web:sub:a", "").is_err());
+        assert!(check("web:sub:a", &"k".repeat(MAX_KEY_CHARS)).is_ok());
+        assert!(check("web:sub:a", &"k".repeat(MAX_KEY_CHARS + 1)).is_err());
+        assert!(check(&"s".repeat(MAX_SCOPE_CHARS + 1), "k").is_err());
+    }
+}

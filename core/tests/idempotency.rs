@@ -1,0 +1,200 @@
+//! Idempotency records on real databases: one claim per key under concurrency, replays,
+//! conflicts, expiry, take-over of lost runs and purging.
+//!
+//! Each scenario runs on a fresh SQLite file, and on a fresh scratch PostgreSQL database when
+//! `TEST_DATABASE_URL` is set.
+
+#[path = "../../migrations/tests/support/mod.rs"]
+mod support;
+
+use std::future::Future;
+
+use chrono::{Duration, Utc};
+use commerce_core::entities::idempotency_record;
+use commerce_core::idempotency::{self, Begin, KeyLifetime};
+use migrations::{Migrator, MigratorTrait};
+use sea_orm::{DatabaseConnection, EntityTrait, PaginatorTrait};
+
+const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const HASH_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+fn lifetime() -> KeyLifetime {
+    KeyLifetime {
+        ttl: Duration::hours(24),
+        stale_after: Duration::seconds(60),
+    }
+}
+
+async fn on_each_database<F, Fut>(test: &str, scenario: F)
+where
+    F: Fn(DatabaseConnection) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    support::on_each_database(test, move |db| {
+        let scenario = scenario.clone();
+        async move {
+            Migrator::up(&db, None).await.expect("migrations");
+            scenario(db).await;
+        }
+    })
+    .await;
+}
+
+async fn records(db: &DatabaseConnection) -> u64 {
+    idempotency_record::Entity::find().count(db).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_key_runs_once_then_replays_and_refuses_other_requests() {
+    on_each_database("replay", |db| async move {
+        let now = Utc::now();
+        let begin = |scope: &'static str, key: &'static str, hash: &'static str| {
+            let db = db.clone();
+            async move {
+                idempotency::begin(&db, scope, key, hash, lifetime(), now)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(begin("web:sub:a", "k1", HASH_A).await, Begin::Run);
+        assert_eq!(begin("web:sub:a", "k1", HASH_A).await, Begin::InProgress);
+        assert_eq!(begin("web:sub:a", "k1", HASH_B).await, Begin::Conflict);
+        assert!(
+            idempotency::finish(&db, "web:sub:a", "k1", r#"{"data":1}"#)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            begin("web:sub:a", "k1", HASH_A).await,
+            Begin::Replay(r#"{"data":1}"#.to_owned())
+        );
+        assert_eq!(begin("web:sub:a", "k1", HASH_B).await, Begin::Conflict);
+        // Keys are per scope.
+        assert_eq!(begin("web:sub:b", "k1", HASH_B).await, Begin::Run);
+        assert_eq!(begin("mobile:sub:a", "k1", HASH_A).await, Begin::Run);
+        // A finished record is not abandoned; a running one is, and runs again.
+        idempotency::abandon(&db, "web:sub:a", "k1").await.unwrap();
+        assert!(matches!(
+            begin("web:sub:a", "k1", HASH_A).await,
+            Begin::Replay(_)
+        ));
+        idempotency::abandon(&db, "web:sub:b", "k1").await.unwrap();
+        assert_eq!(begin("web:sub:b", "k1", HASH_B).await, Begin::Run);
+        // Bad input changes nothing.
+        let bad = idempotency::begin(&db, "web:sub:a", "", HASH_A, lifetime(), now).await;
+        assert!(bad.is_err());
+        let bad = idempotency::begin(&db, "web:sub:a", "k2", "xyz", lifetime(), now).await;
+        assert!(bad.is_err());
+        assert_eq!(records(&db).await, 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn twenty_concurrent_claims_of_one_key_make_one_run() {
+    on_each_database("concurrent", |db| async move {
+        let now = Utc::now();
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    idempotency::begin(&db, "web:sub:a", "same", HASH_A, lifetime(), now)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut runs = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Begin::Run => runs += 1,
+                Begin::InProgress => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(runs, 1);
+        assert_eq!(records(&db).await, 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn expired_keys_run_again_and_are_purged_in_batches() {
+    on_each_database("expiry", |db| async move {
+        let then = Utc::now() - Duration::hours(48);
+        let now = Utc::now();
+        for n in 0..(idempotency::PURGE_BATCH + 3) {
+            let key = format!("old-{n}");
+            let claimed = idempotency::begin(&db, "web:sub:a", &key, HASH_A, lifetime(), then)
+                .await
+                .unwrap();
+            assert_eq!(claimed, Begin::Run);
+        }
+        idempotency::finish(&db, "web:sub:a", "old-0", "{}")
+            .await
+            .unwrap();
+        // An expired key is claimed anew, even with another request.
+        assert_eq!(
+            idempotency::begin(&db, "web:sub:a", "old-0", HASH_B, lifetime(), now)
+                .await
+                .unwrap(),
+            Begin::Run
+        );
+        idempotency::begin(&db, "web:sub:a", "fresh", HASH_A, lifetime(), now)
+            .await
+            .unwrap();
+        let purged = idempotency::purge_expired(&db, now).await.unwrap();
+        assert_eq!(purged, idempotency::PURGE_BATCH + 2);
+        assert_eq!(records(&db).await, 2);
+        assert_eq!(idempotency::purge_expired(&db, now).await.unwrap(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_lost_run_is_taken_over_by_one_request_only() {
+    on_each_database("takeover", |db| async move {
+        let claimed_at = Utc::now() - Duration::seconds(120);
+        assert_eq!(
+            idempotency::begin(&db, "web:sub:a", "lost", HASH_A, lifetime(), claimed_at)
+                .await
+                .unwrap(),
+            Begin::Run
+        );
+        let now = Utc::now();
+        // Another request still conflicts; the same one takes over, once.
+        assert_eq!(
+            idempotency::begin(&db, "web:sub:a", "lost", HASH_B, lifetime(), now)
+                .await
+                .unwrap(),
+            Begin::Conflict
+        );
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    idempotency::begin(&db, "web:sub:a", "lost", HASH_A, lifetime(), now)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut runs = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Begin::Run => runs += 1,
+                Begin::InProgress => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(runs, 1);
+        // A recent running record is not taken over.
+        assert_eq!(
+            idempotency::begin(&db, "web:sub:a", "lost", HASH_A, lifetime(), now)
+                .await
+                .unwrap(),
+            Begin::InProgress
+        );
+    })
+    .await;
+}

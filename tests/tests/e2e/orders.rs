@@ -1,0 +1,399 @@
+//! Orders end to end: planning agrees with placing, placement prices, routes and reserves in
+//! one transaction (or changes nothing), the lifecycle keeps stock and history consistent,
+//! and concurrent orders never oversell (SQLite, and PostgreSQL with `TEST_DATABASE_URL`).
+
+use e2e::{Client, TestApp, spawn_app};
+use gateway::auth::Role;
+use serde_json::{Value, json};
+
+const SKU: &str = "TS-0001-M";
+const ORDER_FIELDS: &str = "id number status total currency lines { sku quantity unitPrice lineTotal returnedQuantity } routing { id location status promisedShipDate reasons lines { sku quantity backordered } } events { fromStatus toStatus note }";
+
+fn place_query() -> String {
+    format!(
+        "mutation($input: PlaceOrderInput!) {{ placeOrder(input: $input) {{ {ORDER_FIELDS} }} }}"
+    )
+}
+
+fn ship_to() -> Value {
+    json!({ "name": "Ada", "line1": "1 Main St", "city": "Newark", "postalCode": "07102",
+            "country": "US", "region": "us-east", "latitude": 40.73, "longitude": -74.17 })
+}
+
+fn shopper(app: &TestApp) -> Client {
+    Client::new(app.gateway.url()).token(app.token(
+        "web",
+        Role::Shopper,
+        Some("shopper@example.com"),
+        None,
+    ))
+}
+
+fn admin(app: &TestApp) -> Client {
+    Client::new(app.gateway.url()).token(app.token("web", Role::Admin, None, None))
+}
+
+/// Exact stock of `sku` on web, per location code: (on hand, reserved).
+async fn levels(app: &TestApp, sku: &str) -> Vec<(String, i64, i64)> {
+    let reply = admin(app)
+        .query(
+            "query($sku: String!) { variant(sku: $sku) { stockLevels { location { code } onHand reserved } } }",
+            json!({ "sku": sku }),
+        )
+        .await;
+    reply.data()["variant"]["stockLevels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["location"]["code"].as_str().unwrap().to_owned(),
+                l["onHand"].as_i64().unwrap(),
+                l["reserved"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn plan_and_place_agree_and_the_lifecycle_keeps_stock_consistent() {
+    let app = spawn_app().await;
+    let client = shopper(&app);
+    let input = json!({ "lines": [{ "sku": SKU, "quantity": 2 }], "shipTo": ship_to(), "idempotencyKey": "order-1" });
+    let plan = client
+        .query(
+            "query($input: PlaceOrderInput!) { planFulfillment(input: $input) { total groups { location shipsOn reasons lines { sku quantity } } excluded { location reason } } }",
+            json!({ "input": input }),
+        )
+        .await;
+    let plan = plan.data()["planFulfillment"].clone();
+    let before = levels(&app, SKU).await;
+
+    let placed = client
+        .query(&place_query(), json!({ "input": input }))
+        .await;
+    let order = placed.data()["placeOrder"].clone();
+    assert_eq!(order["status"], "allocated");
+    assert_eq!(order["total"], plan["total"], "the plan priced it the same");
+    let routing = order["routing"].as_array().unwrap();
+    assert_eq!(routing.len(), plan["groups"].as_array().unwrap().len());
+    assert_eq!(
+        routing[0]["location"], plan["groups"][0]["location"],
+        "{plan}"
+    );
+    assert_eq!(routing[0]["promisedShipDate"], plan["groups"][0]["shipsOn"]);
+    assert!(!routing[0]["reasons"].as_array().unwrap().is_empty());
+    assert_eq!(order["events"][0]["toStatus"], "allocated");
+    // Two units reserved where routing said.
+    let location = routing[0]["location"].as_str().unwrap().to_owned();
+    let after = levels(&app, SKU).await;
+    let reserved = |levels: &[(String, i64, i64)]| {
+        levels
+            .iter()
+            .find(|l| l.0 == location)
+            .map(|l| l.2)
+            .unwrap()
+    };
+    assert_eq!(reserved(&after), reserved(&before) + 2);
+
+    // The same key again: the same order, nothing reserved twice.
+    let again = client
+        .query(&place_query(), json!({ "input": input }))
+        .await;
+    assert_eq!(again.data()["placeOrder"]["id"], order["id"]);
+    assert_eq!(reserved(&levels(&app, SKU).await), reserved(&before) + 2);
+
+    // The shopper sees it; another shopper does not.
+    let id = order["id"].as_str().unwrap().to_owned();
+    let seen = client
+        .query(
+            "query($id: ID!) { order(id: $id) { number status } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(seen.data()["order"]["number"], order["number"]);
+    let other = Client::new(app.gateway.url()).token(app.token(
+        "web",
+        Role::Shopper,
+        Some("buyer@acme.example"),
+        None,
+    ));
+    let hidden = other
+        .query(
+            "query($id: ID!) { order(id: $id) { number } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(hidden.error_codes(), ["NOT_FOUND"]);
+    let mine = client
+        .query(
+            "{ orders(first: 5) { nodes { id } hasNextPage } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(mine.data()["orders"]["nodes"][0]["id"], json!(id));
+
+    // Ship, deliver, return: sold then restocked through the ledger.
+    let admin = admin(&app);
+    let shipment = routing[0]["id"].as_str().unwrap().to_owned();
+    let shipped = admin
+        .query(
+            &format!("mutation($id: ID!) {{ fulfillShipment(id: $id) {{ {ORDER_FIELDS} }} }}"),
+            json!({ "id": shipment }),
+        )
+        .await;
+    assert_eq!(shipped.data()["fulfillShipment"]["status"], "fulfilled");
+    let sold = levels(&app, SKU).await;
+    let on_hand = |levels: &[(String, i64, i64)]| {
+        levels
+            .iter()
+            .find(|l| l.0 == location)
+            .map(|l| l.1)
+            .unwrap()
+    };
+    assert_eq!(on_hand(&sold), on_hand(&before) - 2);
+    assert_eq!(reserved(&sold), reserved(&before));
+    // Illegal transitions are coded and change nothing.
+    let twice = admin
+        .query(
+            "mutation($id: ID!) { fulfillShipment(id: $id) { status } }",
+            json!({ "id": shipment }),
+        )
+        .await;
+    assert_eq!(twice.error_codes(), ["CONFLICT"]);
+    let cancel = admin
+        .query(
+            "mutation($id: ID!) { cancelOrder(id: $id, reason: \"late\") { status } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(cancel.error_codes(), ["CONFLICT"]);
+    let delivered = admin
+        .query(
+            "mutation($id: ID!) { markDelivered(id: $id) { status } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(delivered.data()["markDelivered"]["status"], "delivered");
+    let too_many = admin
+        .query(
+            "mutation($id: ID!) { returnLines(id: $id, lines: [{sku: \"TS-0001-M\", quantity: 3}], reason: \"damaged\") { status } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(too_many.error_codes(), ["BAD_USER_INPUT"]);
+    let returned = admin
+        .query(
+            &format!("mutation($id: ID!) {{ returnLines(id: $id, lines: [{{sku: \"TS-0001-M\", quantity: 2}}], reason: \"damaged\") {{ {ORDER_FIELDS} }} }}"),
+            json!({ "id": id }),
+        )
+        .await;
+    let returned = &returned.data()["returnLines"];
+    assert_eq!(returned["status"], "returned");
+    assert_eq!(returned["lines"][0]["returnedQuantity"], 2);
+    assert_eq!(on_hand(&levels(&app, SKU).await), on_hand(&before));
+    let history: Vec<&str> = returned["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["toStatus"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, ["allocated", "fulfilled", "delivered", "returned"]);
+}
+
+#[tokio::test]
+async fn bad_orders_are_coded_and_change_nothing() {
+    let app = spawn_app().await;
+    let client = shopper(&app);
+    let before = levels(&app, SKU).await;
+    for (input, code, field) in [
+        (
+            json!({ "lines": [{ "sku": SKU, "quantity": 1 }], "shipTo": ship_to() }),
+            "BAD_USER_INPUT",
+            "input.idempotencyKey",
+        ),
+        (
+            json!({ "lines": [{ "sku": SKU, "quantity": 1_000_000 }], "shipTo": ship_to(), "idempotencyKey": "k1" }),
+            "INSUFFICIENT_STOCK",
+            "",
+        ),
+        (
+            json!({ "lines": [{ "sku": SKU, "quantity": 0 }], "shipTo": ship_to(), "idempotencyKey": "k2" }),
+            "BAD_USER_INPUT",
+            "input.lines[0].quantity",
+        ),
+        (
+            json!({ "lines": [], "shipTo": ship_to(), "idempotencyKey": "k3" }),
+            "BAD_USER_INPUT",
+            "input.lines",
+        ),
+        (
+            json!({ "lines": [{ "sku": SKU, "quantity": 1 }], "idempotencyKey": "k4" }),
+            "BAD_USER_INPUT",
+            "input.shipTo",
+        ),
+        (
+            json!({ "lines": [{ "sku": SKU, "quantity": 1 }], "shipTo": ship_to(), "idempotencyKey": "k5", "extensions": [1] }),
+            "BAD_USER_INPUT",
+            "input.extensions",
+        ),
+        (
+            json!({ "lines": [{ "sku": "NOPE-1", "quantity": 1 }], "shipTo": ship_to(), "idempotencyKey": "k6" }),
+            "NOT_FOUND",
+            "",
+        ),
+    ] {
+        let reply = client
+            .query(&place_query(), json!({ "input": input }))
+            .await;
+        assert_eq!(reply.error_codes(), [code], "{input}: {}", reply.body);
+        if !field.is_empty() {
+            assert_eq!(
+                reply.body["errors"][0]["extensions"]["field"], field,
+                "{}",
+                reply.body
+            );
+        }
+    }
+    assert_eq!(levels(&app, SKU).await, before, "nothing reserved");
+    let none = client.query("{ orders { nodes { id } } }", json!({})).await;
+    assert_eq!(none.data()["orders"]["nodes"], json!([]), "nothing written");
+    // Anonymous viewers cannot order.
+    let anonymous = Client::new(app.gateway.url())
+        .query(&place_query(), json!({ "input": { "lines": [{ "sku": SKU, "quantity": 1 }], "shipTo": ship_to(), "idempotencyKey": "k7" } }))
+        .await;
+    assert_eq!(anonymous.error_codes(), ["FORBIDDEN"]);
+}
+
+#[tokio::test]
+async fn an_external_order_is_never_created_twice_and_cancelling_releases_its_stock() {
+    let app = spawn_app().await;
+    let client = admin(&app);
+    let before = levels(&app, SKU).await;
+    let input = json!({
+        "lines": [{ "sku": SKU, "quantity": 1 }], "shipTo": ship_to(),
+        "externalRef": "MKT-1001", "extensions": { "marketplace": "acme-mall", "fee": "1.20" },
+        "idempotencyKey": "ext-a",
+    });
+    let first = client
+        .query(&place_query(), json!({ "input": input }))
+        .await;
+    let first = first.data()["placeOrder"].clone();
+    let mut again = input.clone();
+    again["idempotencyKey"] = json!("ext-b");
+    let second = client
+        .query(&place_query(), json!({ "input": again }))
+        .await;
+    assert_eq!(
+        second.data()["placeOrder"]["id"],
+        first["id"],
+        "same external order"
+    );
+    let id = first["id"].as_str().unwrap();
+    let read = client
+        .query(
+            "query($id: ID!) { order(id: $id) { externalRef extensions } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        read.data()["order"]["extensions"]["marketplace"],
+        "acme-mall"
+    );
+    let cancelled = client
+        .query(
+            "mutation($id: ID!) { cancelOrder(id: $id, reason: \"customer changed mind\") { status events { toStatus } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(cancelled.data()["cancelOrder"]["status"], "cancelled");
+    assert_eq!(
+        levels(&app, SKU).await,
+        before,
+        "the reservation was released"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_orders_never_oversell() {
+    let app = spawn_app().await;
+    let admin = admin(&app);
+    // 10 units over two locations (6 + 4), none at the third; web keeps 2 as safety stock.
+    for (location, target) in [("WH-EAST", 6), ("WH-WEST", 4), ("WH-CENTRAL", 0)] {
+        let now = levels(&app, SKU)
+            .await
+            .into_iter()
+            .find(|l| l.0 == location)
+            .map_or(0, |l| l.1 - l.2);
+        if now != target {
+            let reply = admin
+                .query(
+                    "mutation($input: AdjustStockInput!) { adjustStock(input: $input) { onHand } }",
+                    json!({ "input": { "sku": SKU, "location": location, "delta": target - now, "reason": "oversell test" } }),
+                )
+                .await;
+            reply.data();
+        }
+    }
+    let free: i64 = levels(&app, SKU)
+        .await
+        .iter()
+        .filter(|l| ["WH-EAST", "WH-WEST", "WH-CENTRAL"].contains(&l.0.as_str()))
+        .map(|l| l.1 - l.2)
+        .sum();
+    assert_eq!(
+        free, 10,
+        "10 free units at web's locations; web keeps 2 as safety stock"
+    );
+    let url = app.gateway.url();
+    let token = app.token("web", Role::Shopper, Some("shopper@example.com"), None);
+    let mut tasks = Vec::new();
+    for n in 0..100 {
+        let client = Client::new(url.clone()).token(token.clone());
+        tasks.push(tokio::spawn(async move {
+            client
+                .query(
+                    &place_query(),
+                    json!({ "input": { "lines": [{ "sku": SKU, "quantity": 1 }], "shipTo": ship_to(), "idempotencyKey": format!("rush-{n}") } }),
+                )
+                .await
+        }));
+    }
+    let mut placed = 0;
+    for task in tasks {
+        let reply = task.await.unwrap();
+        match reply.error_codes().as_slice() {
+            [] => placed += 1,
+            [code] if code == "INSUFFICIENT_STOCK" => {}
+            other => panic!("unexpected {other:?}: {}", reply.body),
+        }
+    }
+    assert_eq!(placed, 8, "exactly the sellable units were ordered");
+    let after = levels(&app, SKU).await;
+    let reserved: i64 = after
+        .iter()
+        .filter(|l| l.0.starts_with("WH-"))
+        .map(|l| l.2)
+        .sum();
+    let before_reserved = 0;
+    assert!(reserved >= placed + before_reserved);
+    for (code, on_hand, reserved) in &after {
+        assert!(
+            reserved <= on_hand,
+            "{code}: {reserved} reserved of {on_hand}"
+        );
+    }
+    // The ledger still sums to on hand at every level.
+    let db = e2e::open_database(&app.database_url).await;
+    let rows = sea_orm::ConnectionTrait::query_all_raw(
+        &db,
+        sea_orm::Statement::from_string(
+            sea_orm::ConnectionTrait::get_database_backend(&db),
+            "SELECT COUNT(*) FROM stock_level s WHERE s.on_hand <> (SELECT COALESCE(SUM(m.on_hand_delta), 0) FROM inventory_movement m WHERE m.variant_id = s.variant_id AND m.location_id = s.location_id) OR s.reserved <> (SELECT COALESCE(SUM(m.reserved_delta), 0) FROM inventory_movement m WHERE m.variant_id = s.variant_id AND m.location_id = s.location_id)",
+        ),
+    )
+    .await
+    .unwrap();
+    let off: i64 = rows[0].try_get_by_index(0).unwrap();
+    assert_eq!(off, 0, "every level equals its ledger");
+}
