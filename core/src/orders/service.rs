@@ -781,43 +781,69 @@ pub async fn details(
     conn: &impl ConnectionTrait,
     order: order::Model,
 ) -> Result<OrderDetails, CoreError> {
-    let lines = order_line::Entity::find()
-        .filter(order_line::Column::OrderId.eq(order.id))
+    Ok(details_many(conn, vec![order])
+        .await?
+        .pop()
+        .expect("one order in, one out"))
+}
+
+/// Several orders with their lines, shipments and histories, in the order given: four
+/// statements for any number of orders.
+pub async fn details_many(
+    conn: &impl ConnectionTrait,
+    orders: Vec<order::Model>,
+) -> Result<Vec<OrderDetails>, CoreError> {
+    let ids: Vec<i64> = orders.iter().map(|o| o.id).collect();
+    let mut lines: HashMap<i64, Vec<order_line::Model>> = HashMap::new();
+    for line in order_line::Entity::find()
+        .filter(order_line::Column::OrderId.is_in(ids.iter().copied()))
         .order_by_asc(order_line::Column::Id)
         .all(conn)
-        .await?;
+        .await?
+    {
+        lines.entry(line.order_id).or_default().push(line);
+    }
     let shipments = shipment::Entity::find()
-        .filter(shipment::Column::OrderId.eq(order.id))
+        .filter(shipment::Column::OrderId.is_in(ids.iter().copied()))
         .order_by_asc(shipment::Column::Id)
         .all(conn)
         .await?;
-    let parts = shipment_line::Entity::find()
+    let mut parts: HashMap<i64, Vec<shipment_line::Model>> = HashMap::new();
+    for part in shipment_line::Entity::find()
         .filter(shipment_line::Column::ShipmentId.is_in(shipments.iter().map(|s| s.id)))
         .order_by_asc(shipment_line::Column::Id)
         .all(conn)
-        .await?;
-    let events = order_event::Entity::find()
-        .filter(order_event::Column::OrderId.eq(order.id))
+        .await?
+    {
+        parts.entry(part.shipment_id).or_default().push(part);
+    }
+    let mut shipments_of: HashMap<i64, Vec<(shipment::Model, Vec<shipment_line::Model>)>> =
+        HashMap::new();
+    for shipment in shipments {
+        let own = parts.remove(&shipment.id).unwrap_or_default();
+        shipments_of
+            .entry(shipment.order_id)
+            .or_default()
+            .push((shipment, own));
+    }
+    let mut events: HashMap<i64, Vec<order_event::Model>> = HashMap::new();
+    for event in order_event::Entity::find()
+        .filter(order_event::Column::OrderId.is_in(ids.iter().copied()))
         .order_by_asc(order_event::Column::Id)
         .all(conn)
-        .await?;
-    let shipments = shipments
+        .await?
+    {
+        events.entry(event.order_id).or_default().push(event);
+    }
+    Ok(orders
         .into_iter()
-        .map(|s| {
-            let own = parts
-                .iter()
-                .filter(|p| p.shipment_id == s.id)
-                .cloned()
-                .collect();
-            (s, own)
+        .map(|order| OrderDetails {
+            lines: lines.remove(&order.id).unwrap_or_default(),
+            shipments: shipments_of.remove(&order.id).unwrap_or_default(),
+            events: events.remove(&order.id).unwrap_or_default(),
+            order,
         })
-        .collect();
-    Ok(OrderDetails {
-        order,
-        lines,
-        shipments,
-        events,
-    })
+        .collect())
 }
 
 /// The order with `id`; `NotFound` naming `field` when there is none.

@@ -397,3 +397,79 @@ async fn concurrent_orders_never_oversell() {
     let off: i64 = rows[0].try_get_by_index(0).unwrap();
     assert_eq!(off, 0, "every level equals its ledger");
 }
+
+#[tokio::test]
+async fn twenty_concurrent_placements_with_one_key_make_one_order() {
+    let app = spawn_app().await;
+    let before = levels(&app, SKU).await;
+    let url = app.gateway.url();
+    let token = app.token("web", Role::Shopper, Some("shopper@example.com"), None);
+    let input = json!({ "lines": [{ "sku": SKU, "quantity": 1 }], "shipTo": ship_to(), "idempotencyKey": "checkout-42" });
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let client = Client::new(url.clone()).token(token.clone());
+        let input = input.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .query(&place_query(), json!({ "input": input }))
+                .await
+        }));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for task in tasks {
+        let reply = task.await.unwrap();
+        match reply.error_codes().as_slice() {
+            [] => {
+                ids.insert(
+                    reply.body["data"]["placeOrder"]["id"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                );
+            }
+            [code] if code == "IDEMPOTENCY_IN_PROGRESS" => {}
+            other => panic!("unexpected {other:?}: {}", reply.body),
+        }
+    }
+    assert_eq!(ids.len(), 1, "one order: {ids:?}");
+    let reserved = |levels: &[(String, i64, i64)]| levels.iter().map(|l| l.2).sum::<i64>();
+    assert_eq!(reserved(&levels(&app, SKU).await), reserved(&before) + 1);
+    let mine = shopper(&app)
+        .query("{ orders { nodes { id } } }", json!({}))
+        .await;
+    assert_eq!(mine.data()["orders"]["nodes"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_orders_page_costs_the_same_statements_whatever_its_size() {
+    let app = spawn_app().await;
+    let client = admin(&app);
+    for n in 0..6 {
+        client
+            .query(
+                &place_query(),
+                json!({ "input": { "lines": [{ "sku": SKU, "quantity": 1 }, { "sku": "TS-0001-L", "quantity": 1 }], "shipTo": ship_to(), "idempotencyKey": format!("page-{n}") } }),
+            )
+            .await
+            .data();
+    }
+    let mut counts = Vec::new();
+    for first in [2, 6] {
+        let before = app.gateway.sql_statements();
+        let page = client
+            .query(
+                &format!("query($first: Int!) {{ orders(first: $first) {{ nodes {{ {ORDER_FIELDS} }} hasNextPage }} }}"),
+                json!({ "first": first }),
+            )
+            .await;
+        assert_eq!(
+            page.data()["orders"]["nodes"].as_array().unwrap().len(),
+            first
+        );
+        counts.push(app.gateway.sql_statements() - before);
+    }
+    assert_eq!(
+        counts[0], counts[1],
+        "statements grew with the page size (N+1): {counts:?}"
+    );
+}

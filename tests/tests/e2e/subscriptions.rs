@@ -887,3 +887,56 @@ async fn sockets_and_operations_have_caps() {
     .await;
     assert!(reopened.is_ok(), "a closed socket gives its place back");
 }
+
+#[tokio::test]
+async fn a_customer_page_hears_its_order_change_status() {
+    let app = spawn_app().await;
+    let shopper = app.token("web", Role::Shopper, Some("shopper@example.com"), None);
+    let placed = Client::new(app.gateway.url())
+        .token(shopper.clone())
+        .query(
+            "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { id routing { id } } }",
+            json!({ "input": { "lines": [{ "sku": SKU, "quantity": 1 }], "idempotencyKey": "watch-1",
+                "shipTo": { "name": "A", "line1": "1 Main", "city": "Newark", "postalCode": "07102", "country": "US", "region": "us-east" } } }),
+        )
+        .await;
+    let order = placed.data()["placeOrder"].clone();
+    let mut socket = connected(&app, &shopper).await;
+    send(
+        &mut socket,
+        json!({ "id": "o", "type": "subscribe", "payload": {
+            "query": "subscription($id: ID!) { orderStatusChanged(orderId: $id) { orderId status } }",
+            "variables": { "id": order["id"] } } }),
+    )
+    .await;
+    settle().await;
+    let admin = Client::new(app.gateway.url()).token(app.token("web", Role::Admin, None, None));
+    admin
+        .query(
+            "mutation($id: ID!) { fulfillShipment(id: $id) { status } }",
+            json!({ "id": order["routing"][0]["id"] }),
+        )
+        .await
+        .data();
+    let message = receive(&mut socket).await;
+    assert_eq!(message["type"], "next", "{message}");
+    let event = &message["payload"]["data"]["orderStatusChanged"];
+    assert_eq!(event["orderId"], order["id"]);
+    assert_eq!(event["status"], "fulfilled");
+
+    // Another customer may not watch it.
+    let other = app.token("web", Role::Shopper, Some("buyer@acme.example"), None);
+    let mut socket = connected(&app, &other).await;
+    send(
+        &mut socket,
+        json!({ "id": "x", "type": "subscribe", "payload": {
+            "query": "subscription($id: ID!) { orderStatusChanged(orderId: $id) { status } }",
+            "variables": { "id": order["id"] } } }),
+    )
+    .await;
+    let refused = receive(&mut socket).await;
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{refused}"
+    );
+}
