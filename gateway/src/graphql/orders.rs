@@ -340,9 +340,10 @@ impl OrderQuery {
     ) -> async_graphql::Result<FulfillmentPlan> {
         let rc = request_context(ctx)?;
         let order = new_order(rc, input)?;
+        let skus: Vec<String> = order.lines.iter().map(|l| l.sku.clone()).collect();
         let planned = orders::plan(&rc.db, &order, Utc::now())
             .await
-            .map_err(input_error)?;
+            .map_err(|err| input_error(err, &skus))?;
         let currency = rc.channel.channel.currency.clone();
         let total: rust_decimal::Decimal = planned.lines.iter().map(|l| l.price.line_total).sum();
         let code_of = |id: i64| {
@@ -562,8 +563,8 @@ fn order_error(err: OrderError) -> async_graphql::Error {
     }
 }
 
-/// Field names of the core's errors, as the input names them.
-fn input_error(err: OrderError) -> async_graphql::Error {
+/// Field names of the core's errors, as the input names them; shortages name their SKU.
+fn input_error(err: OrderError, skus: &[String]) -> async_graphql::Error {
     match err {
         OrderError::Core(CoreError::InvalidInput { field, reason }) => {
             ApiError::bad_input(format!("input.{field}"), reason).extend()
@@ -572,7 +573,22 @@ fn input_error(err: OrderError) -> async_graphql::Error {
             for line in &mut lines {
                 line.field = format!("input.{}", line.field);
             }
-            ApiError::from(CoreError::InsufficientStock { lines }).extend()
+            match ApiError::from(CoreError::InsufficientStock { lines }) {
+                ApiError::InsufficientStock { mut lines } => {
+                    for line in &mut lines {
+                        // `input.lines[i].quantity` names the line.
+                        line.sku = line
+                            .field
+                            .strip_prefix("input.lines[")
+                            .and_then(|rest| rest.split(']').next())
+                            .and_then(|i| i.parse::<usize>().ok())
+                            .and_then(|i| skus.get(i))
+                            .cloned();
+                    }
+                    ApiError::InsufficientStock { lines }.extend()
+                }
+                other => other.extend(),
+            }
         }
         other => order_error(other),
     }
@@ -735,9 +751,10 @@ impl OrderMutation {
                 .api();
             }
         }
+        let skus: Vec<String> = order.lines.iter().map(|l| l.sku.clone()).collect();
         let placed = orders::place(&rc.db, &order, Utc::now())
             .await
-            .map_err(input_error)?;
+            .map_err(|err| input_error(err, &skus))?;
         if placed.created {
             announce(rc, &placed.details, &placed.change);
         }

@@ -255,6 +255,16 @@ async fn bad_orders_are_coded_and_change_nothing() {
             );
         }
     }
+    let short = client
+        .query(
+            &place_query(),
+            json!({ "input": { "lines": [{ "sku": SKU, "quantity": 999_999 }], "shipTo": ship_to(), "idempotencyKey": "k8" } }),
+        )
+        .await;
+    let shortage = &short.body["errors"][0]["extensions"]["shortages"][0];
+    assert_eq!(shortage["sku"], SKU, "{}", short.body);
+    assert_eq!(shortage["field"], "input.lines[0].quantity");
+    assert_eq!(shortage["requested"], 999_999);
     assert_eq!(levels(&app, SKU).await, before, "nothing reserved");
     let none = client.query("{ orders { nodes { id } } }", json!({})).await;
     assert_eq!(none.data()["orders"]["nodes"], json!([]), "nothing written");
