@@ -157,6 +157,19 @@ pub async fn finish<C: ConnectionTrait>(
     Ok(stored.rows_affected == 1)
 }
 
+/// Keeps a running record alive: a run that is still going (waiting on a lock, say) is never
+/// taken for lost while it heartbeats more often than `stale_after`.
+pub async fn touch<C: ConnectionTrait>(db: &C, scope: &str, key: &str) -> Result<(), CoreError> {
+    Record::update_many()
+        .col_expr(Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(Column::Scope.eq(scope))
+        .filter(Column::Key.eq(key))
+        .filter(Column::State.eq(RUNNING))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// Frees a key whose run failed on our side, so a retry runs again. A finished record stays.
 pub async fn abandon<C: ConnectionTrait>(db: &C, scope: &str, key: &str) -> Result<(), CoreError> {
     Record::delete_many()

@@ -198,3 +198,26 @@ async fn a_lost_run_is_taken_over_by_one_request_only() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_run_that_heartbeats_is_never_taken_over() {
+    on_each_database("heartbeat", |db| async move {
+        // Claimed long ago (the run is slow, e.g. waiting on a lock), but still alive: it
+        // touches its record, so a retry waits instead of running a second time.
+        let claimed_at = Utc::now() - Duration::seconds(120);
+        assert_eq!(
+            idempotency::begin(&db, "web:sub:a", "slow", HASH_A, lifetime(), claimed_at)
+                .await
+                .unwrap(),
+            Begin::Run
+        );
+        idempotency::touch(&db, "web:sub:a", "slow").await.unwrap();
+        assert_eq!(
+            idempotency::begin(&db, "web:sub:a", "slow", HASH_A, lifetime(), Utc::now())
+                .await
+                .unwrap(),
+            Begin::InProgress
+        );
+    })
+    .await;
+}

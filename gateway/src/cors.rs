@@ -140,9 +140,9 @@ pub struct CorsPolicy {
 /// Methods a cross-origin page may use.
 const ALLOW_METHODS: &str = "GET, POST";
 /// Request headers a cross-origin page may send besides the CORS-safelisted ones.
-const ALLOW_HEADERS: &str = "content-type, authorization, x-channel";
+const ALLOW_HEADERS: &str = "content-type, authorization, x-channel, idempotency-key";
 /// Response headers a cross-origin page may read besides the CORS-safelisted ones.
-const EXPOSE_HEADERS: &str = "x-request-id, retry-after, www-authenticate";
+const EXPOSE_HEADERS: &str = "x-request-id, retry-after, www-authenticate, idempotency-replayed";
 /// The headers a preflight answer depends on.
 const PREFLIGHT_VARY: &str =
     "origin, access-control-request-method, access-control-request-headers";

@@ -369,15 +369,26 @@ pub async fn settle(db: &DatabaseConnection, keyed: &Keyed, body: Option<&str>) 
     }
 }
 
-/// Whether a rendered response carries an `INTERNAL` error: a failure on our side, which a
-/// retry should run again rather than replay.
+/// Whether a rendered response should run again on a retry rather than be replayed: it
+/// carries an `INTERNAL` error (a failure on our side), or every root field failed (a mutation
+/// that failed changed nothing — its transaction rolled back — so a retry after the cause is
+/// fixed, say a restock after `INSUFFICIENT_STOCK`, must be able to run).
 pub fn failed_internally(body: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(body).map_or(true, |body| {
-        body["errors"].as_array().is_some_and(|errors| {
-            errors
-                .iter()
-                .any(|e| e["extensions"]["code"] == crate::errors::code::INTERNAL)
-        })
+        let errors = body["errors"]
+            .as_array()
+            .filter(|errors| !errors.is_empty());
+        let Some(errors) = errors else {
+            return false;
+        };
+        let internal = errors
+            .iter()
+            .any(|e| e["extensions"]["code"] == crate::errors::code::INTERNAL);
+        let nothing_done = match &body["data"] {
+            serde_json::Value::Object(fields) => fields.values().all(serde_json::Value::is_null),
+            _ => true,
+        };
+        internal || nothing_done
     })
 }
 
@@ -555,8 +566,13 @@ mod tests {
         assert!(failed_internally(
             r#"{"data":null,"errors":[{"message":"internal error","extensions":{"code":"INTERNAL"}}]}"#
         ));
-        assert!(!failed_internally(
+        // A mutation whose every root field failed changed nothing: a retry runs again.
+        assert!(failed_internally(
             r#"{"data":{"x":null},"errors":[{"message":"no","extensions":{"code":"NOT_FOUND"}}]}"#
+        ));
+        // One field ran: kept, so the retry does not run it twice.
+        assert!(!failed_internally(
+            r#"{"data":{"x":null,"y":{"id":1}},"errors":[{"message":"no","extensions":{"code":"NOT_FOUND"}}]}"#
         ));
         assert!(!failed_internally(r#"{"data":{"x":1}}"#));
     }

@@ -257,10 +257,13 @@ fn check(input: &NewOrder) -> Result<(), CoreError> {
     }
     if let Some(reference) = &input.external_ref {
         let reference = reference.trim();
-        if reference.is_empty() || reference.chars().count() > MAX_EXTERNAL_REF {
+        if reference.is_empty()
+            || reference.chars().count() > MAX_EXTERNAL_REF
+            || reference.chars().any(char::is_control)
+        {
             return Err(CoreError::invalid(
                 "externalRef",
-                format!("1 to {MAX_EXTERNAL_REF} characters"),
+                format!("1 to {MAX_EXTERNAL_REF} characters, no control characters"),
             ));
         }
     }
@@ -323,14 +326,49 @@ async fn existing_external(
             .one(db)
             .await?;
     }
-    Ok(match found {
-        Some(order) => Some(Placed {
-            details: details(db, order).await?,
-            change: StockChange::default(),
-            created: false,
-        }),
-        None => None,
-    })
+    let Some(order) = found else {
+        return Ok(None);
+    };
+    // Never another viewer's order; and the same reference with other lines is a mistake, not
+    // a repeat.
+    let details = details(db, order).await?;
+    let field = if input.external_ref.is_some() {
+        "externalRef"
+    } else {
+        "idempotencyKey"
+    };
+    if details.order.customer_id != input.customer_id {
+        return Err(
+            CoreError::conflict(field, "already used on this channel by another order").into(),
+        );
+    }
+    let mut placed: Vec<(String, i32)> = details
+        .lines
+        .iter()
+        .map(|l| (l.sku.clone(), l.quantity))
+        .collect();
+    let mut asked: Vec<(String, i32)> = input
+        .lines
+        .iter()
+        .map(|l| (l.sku.trim().to_owned(), l.quantity))
+        .collect();
+    placed.sort();
+    asked.sort();
+    if placed != asked {
+        return Err(CoreError::conflict(
+            field,
+            format!(
+                "order {} was placed under it with other lines; use a new reference for a new order",
+                details.order.number
+            ),
+        )
+        .into());
+    }
+    Ok(Some(Placed {
+        details,
+        change: StockChange::default(),
+        created: false,
+    }))
 }
 
 /// Prices every line for the viewer (quantity rules enforced).
@@ -969,21 +1007,41 @@ pub async fn fulfill_shipment(
             .find(|(s, _)| s.id == shipment_id)
             .expect("the shipment belongs to its order");
         match shipment.status.as_str() {
-            "pending" => {}
-            "backordered" => {
-                return Err(CoreError::conflict(
-                    "shipmentId",
-                    "the shipment is backordered: its units are not in stock yet",
-                ));
-            }
+            "pending" | "backordered" => {}
             other => {
                 return Err(CoreError::conflict(
-                    "shipmentId",
+                    "id",
                     format!("the shipment is {other}"),
                 ));
             }
         }
         let mut change = StockChange::default();
+        // Backordered units ship from what is free at the location now (a restock): sold
+        // straight from on hand, never from others' reservations.
+        for part in parts.iter().filter(|p| p.backordered) {
+            let line = details
+                .lines
+                .iter()
+                .find(|l| l.id == part.order_line_id)
+                .expect("shipment lines point at the order's lines");
+            let level = level_or_new(txn, line.variant_id, shipment.location_id, now).await?;
+            apply(
+                txn,
+                &level,
+                Move {
+                    kind: "sale",
+                    on_hand: -part.quantity,
+                    reserved: 0,
+                    actor,
+                    reason: "backorder shipped",
+                    reference: Some(format!("order:{}", order.number)),
+                },
+                now,
+                "id",
+                &mut change,
+            )
+            .await?;
+        }
         for part in parts.iter().filter(|p| !p.backordered) {
             let line = details
                 .lines
@@ -1091,7 +1149,12 @@ pub async fn cancel(
     let now = micros(now);
     in_write(db, async |txn| {
         let details = locked_order(txn, order_id, "id").await?;
-        if !matches!(details.order.status.as_str(), "pending" | "allocated") {
+        // A partly shipped order cancels what has not shipped (its shipped units stay sold;
+        // they come back with returnLines).
+        if !matches!(
+            details.order.status.as_str(),
+            "pending" | "allocated" | "partially_fulfilled"
+        ) {
             return Err(illegal(&details.order, "cancelled"));
         }
         let mut change = StockChange::default();
@@ -1113,6 +1176,7 @@ pub async fn cancel(
             .col_expr(shipment::Column::Status, Expr::value("cancelled"))
             .col_expr(shipment::Column::UpdatedAt, Expr::value(now))
             .filter(shipment::Column::OrderId.eq(order_id))
+            .filter(shipment::Column::Status.ne("fulfilled"))
             .exec(txn)
             .await?;
         set_status(txn, &details.order, "cancelled", actor, reason, None, now).await?;
@@ -1142,15 +1206,26 @@ pub async fn return_lines(
             format!("give 1 to {MAX_LINES} lines"),
         ));
     }
+    let mut seen = BTreeSet::new();
+    for (i, line) in lines.iter().enumerate() {
+        if !seen.insert(line.sku.trim()) {
+            return Err(CoreError::invalid(
+                format!("lines[{i}].sku"),
+                format!(
+                    "{} appears twice; put its whole quantity on one line",
+                    line.sku.trim()
+                ),
+            ));
+        }
+    }
     let now = micros(now);
     in_write(db, async |txn| {
         let details = locked_order(txn, order_id, "id").await?;
         let order = &details.order;
-        if !matches!(
-            order.status.as_str(),
-            "partially_fulfilled" | "fulfilled" | "delivered"
-        ) {
-            return Err(illegal(order, "returned (nothing of it was shipped)"));
+        match order.status.as_str() {
+            "partially_fulfilled" | "fulfilled" | "delivered" => {}
+            "returned" => return Err(illegal(order, "returned again: every unit is back")),
+            _ => return Err(illegal(order, "returned: nothing of it has shipped")),
         }
         let mut change = StockChange::default();
         for (i, wanted) in lines.iter().enumerate() {
@@ -1160,7 +1235,10 @@ pub async fn return_lines(
                 .iter()
                 .find(|l| l.sku == wanted.sku.trim())
                 .ok_or_else(|| {
-                    CoreError::invalid(format!("{field}.sku"), "not a line of this order")
+                    CoreError::invalid(
+                        format!("{field}.sku"),
+                        format!("{} is not a line of order {}", wanted.sku.trim(), order.number),
+                    )
                 })?;
             // Units shipped of this line, by location.
             let mut shipped: Vec<(i64, i32)> = Vec::new();
@@ -1168,7 +1246,8 @@ pub async fn return_lines(
                 if shipment.status != "fulfilled" {
                     continue;
                 }
-                for part in parts.iter().filter(|p| p.order_line_id == line.id && !p.backordered) {
+                // Backordered units count once their shipment has gone (sold from a restock).
+                for part in parts.iter().filter(|p| p.order_line_id == line.id) {
                     shipped.push((shipment.location_id, part.quantity));
                 }
             }
@@ -1180,24 +1259,35 @@ pub async fn return_lines(
                     format!("1 to {returnable} units of {} can be returned", line.sku),
                 ));
             }
-            let location_id = shipped.first().map(|(l, _)| *l).expect("sold > 0");
-            let level = level_or_new(txn, line.variant_id, location_id, now).await?;
-            apply(
-                txn,
-                &level,
-                Move {
-                    kind: "return",
-                    on_hand: wanted.quantity,
-                    reserved: 0,
-                    actor,
-                    reason,
-                    reference: Some(format!("order:{}", order.number)),
-                },
-                now,
-                &format!("{field}.quantity"),
-                &mut change,
-            )
-            .await?;
+            // Units come back where they shipped from, in shipment order: the first
+            // `returned_quantity` units of the list are back already.
+            let mut skip = line.returned_quantity;
+            let mut left = wanted.quantity;
+            for (location_id, units) in &shipped {
+                let here = Ord::min(Ord::max(units - skip, 0), left);
+                skip = Ord::max(skip - units, 0);
+                if here == 0 {
+                    continue;
+                }
+                left -= here;
+                let level = level_or_new(txn, line.variant_id, *location_id, now).await?;
+                apply(
+                    txn,
+                    &level,
+                    Move {
+                        kind: "return",
+                        on_hand: here,
+                        reserved: 0,
+                        actor,
+                        reason,
+                        reference: Some(format!("order:{}", order.number)),
+                    },
+                    now,
+                    &format!("{field}.quantity"),
+                    &mut change,
+                )
+                .await?;
+            }
             order_line::Entity::update_many()
                 .col_expr(
                     order_line::Column::ReturnedQuantity,

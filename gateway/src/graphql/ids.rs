@@ -48,7 +48,16 @@ pub fn decode_id(kind: Kind, id: &ID, field: &str) -> Result<i64, ApiError> {
     decode_tagged(kind.name(), id.as_str()).ok_or_else(|| {
         ApiError::bad_input(
             field,
-            format!("{:?} is not a {} id", id.as_str(), kind.name()),
+            format!(
+                "{:?} is not {} {} id",
+                id.as_str().chars().take(64).collect::<String>(),
+                if kind.name().starts_with(['A', 'E', 'I', 'O', 'U']) {
+                    "an"
+                } else {
+                    "a"
+                },
+                kind.name()
+            ),
         )
     })
 }

@@ -24,6 +24,7 @@ use futures_util::Stream;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::ids::{Kind, decode_id, encode_id};
+use super::pricing::Money;
 use super::{RequestContext, request_context};
 use crate::auth::Role;
 use crate::bus::Event;
@@ -99,8 +100,8 @@ pub struct PlaceOrderInput {
 /// One stop of an order's history.
 #[derive(SimpleObject)]
 pub struct OrderEvent {
-    pub from_status: Option<String>,
-    pub to_status: String,
+    pub from_status: Option<OrderStatus>,
+    pub to_status: OrderStatus,
     pub actor: String,
     pub note: String,
     pub at: DateTime<Utc>,
@@ -111,8 +112,8 @@ pub struct OrderLine {
     pub sku: String,
     pub quantity: i32,
     /// Exact unit price (up to 4 decimals).
-    pub unit_price: String,
-    pub line_total: String,
+    pub unit_price: Money,
+    pub line_total: Money,
     pub returned_quantity: i32,
     /// Why the price is what it is (lists and promotions applied).
     pub price_breakdown: Json<serde_json::Value>,
@@ -131,8 +132,7 @@ pub struct Shipment {
     pub id: ID,
     /// The location it ships from.
     pub location: String,
-    /// `pending`, `backordered`, `fulfilled` or `cancelled`.
-    pub status: String,
+    pub status: ShipmentStatus,
     pub promised_ship_date: Option<NaiveDate>,
     /// Why routing chose this location.
     pub reasons: Vec<String>,
@@ -155,9 +155,8 @@ impl Order {
         &self.details.order.number
     }
 
-    /// `allocated`, `partially_fulfilled`, `fulfilled`, `delivered`, `cancelled`, `returned`.
-    async fn status(&self) -> &str {
-        &self.details.order.status
+    async fn status(&self) -> OrderStatus {
+        OrderStatus::parse(&self.details.order.status)
     }
 
     async fn currency(&self) -> &str {
@@ -165,23 +164,27 @@ impl Order {
     }
 
     /// List prices before promotions.
-    async fn subtotal(&self) -> String {
+    async fn subtotal(&self) -> Money {
         money(self.details.order.subtotal, &self.details.order.currency)
     }
 
-    async fn discount_total(&self) -> String {
+    async fn discount_total(&self) -> Money {
         money(
             self.details.order.discount_total,
             &self.details.order.currency,
         )
     }
 
-    async fn total(&self) -> String {
+    async fn total(&self) -> Money {
         money(self.details.order.total, &self.details.order.currency)
     }
 
-    async fn service_level(&self) -> &str {
-        &self.details.order.service_level
+    async fn service_level(&self) -> ServiceLevel {
+        match CoreServiceLevel::parse(&self.details.order.service_level) {
+            Some(CoreServiceLevel::Express) => ServiceLevel::Express,
+            Some(CoreServiceLevel::SameDay) => ServiceLevel::SameDay,
+            _ => ServiceLevel::Standard,
+        }
     }
 
     async fn external_ref(&self) -> Option<&str> {
@@ -220,9 +223,7 @@ impl Order {
             .map(|l| OrderLine {
                 sku: l.sku.clone(),
                 quantity: l.quantity,
-                unit_price: rust_decimal::Decimal::from(l.unit_price)
-                    .normalize()
-                    .to_string(),
+                unit_price: Money::unit(rust_decimal::Decimal::from(l.unit_price), currency),
                 line_total: money(l.line_total, currency),
                 returned_quantity: l.returned_quantity,
                 price_breakdown: Json(l.price_breakdown.clone()),
@@ -244,7 +245,7 @@ impl Order {
             .map(|(s, parts)| Shipment {
                 id: encode_id(Kind::Shipment, s.id),
                 location: self.codes.get(&s.location_id).cloned().unwrap_or_default(),
-                status: s.status.clone(),
+                status: ShipmentStatus::parse(&s.status),
                 promised_ship_date: s.promised_ship_date,
                 reasons: s
                     .decision
@@ -274,8 +275,8 @@ impl Order {
             .events
             .iter()
             .map(|e| OrderEvent {
-                from_status: e.from_status.clone(),
-                to_status: e.to_status.clone(),
+                from_status: e.from_status.as_deref().map(OrderStatus::parse),
+                to_status: OrderStatus::parse(&e.to_status),
                 actor: e.actor.clone(),
                 note: e.note.clone(),
                 at: e.created_at,
@@ -284,11 +285,68 @@ impl Order {
     }
 }
 
-fn money(amount: commerce_core::money::StoredAmount, currency: &str) -> String {
-    let digits = commerce_core::pricing::resolve::minor_unit_digits(currency);
-    let mut value = rust_decimal::Decimal::from(amount);
-    value.rescale(digits);
-    value.to_string()
+fn money(amount: commerce_core::money::StoredAmount, currency: &str) -> Money {
+    Money::total(rust_decimal::Decimal::from(amount), currency)
+}
+
+/// Where an order is in its lifecycle.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderStatus {
+    Pending,
+    Allocated,
+    PartiallyFulfilled,
+    Fulfilled,
+    Delivered,
+    Cancelled,
+    Returned,
+}
+
+impl OrderStatus {
+    fn parse(stored: &str) -> Self {
+        match stored {
+            "pending" => Self::Pending,
+            "partially_fulfilled" => Self::PartiallyFulfilled,
+            "fulfilled" => Self::Fulfilled,
+            "delivered" => Self::Delivered,
+            "cancelled" => Self::Cancelled,
+            "returned" => Self::Returned,
+            _ => Self::Allocated,
+        }
+    }
+
+    fn stored(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Allocated => "allocated",
+            Self::PartiallyFulfilled => "partially_fulfilled",
+            Self::Fulfilled => "fulfilled",
+            Self::Delivered => "delivered",
+            Self::Cancelled => "cancelled",
+            Self::Returned => "returned",
+        }
+    }
+}
+
+/// Where a shipment is.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShipmentStatus {
+    /// Reserved, waiting to ship.
+    Pending,
+    /// Not in stock when ordered; ships once the location has the units.
+    Backordered,
+    Fulfilled,
+    Cancelled,
+}
+
+impl ShipmentStatus {
+    fn parse(stored: &str) -> Self {
+        match stored {
+            "backordered" => Self::Backordered,
+            "fulfilled" => Self::Fulfilled,
+            "cancelled" => Self::Cancelled,
+            _ => Self::Pending,
+        }
+    }
 }
 
 /// A routing decision: the groups and why, and the locations left out.
@@ -299,7 +357,7 @@ pub struct FulfillmentPlan {
     pub excluded: Vec<ExcludedLocation>,
     pub currency: String,
     /// What the order would cost, with promotions.
-    pub total: String,
+    pub total: Money,
 }
 
 #[derive(SimpleObject)]
@@ -386,13 +444,7 @@ impl OrderQuery {
                     reason: e.reason.clone(),
                 })
                 .collect(),
-            total: {
-                let mut total = total;
-                total.rescale(commerce_core::pricing::resolve::minor_unit_digits(
-                    &currency,
-                ));
-                total.to_string()
-            },
+            total: Money::total(total, &currency),
             currency,
         })
     }
@@ -413,7 +465,7 @@ impl OrderQuery {
         ctx: &Context<'_>,
         #[graphql(default = 20)] first: i32,
         after: Option<String>,
-        status: Option<String>,
+        status: Option<OrderStatus>,
     ) -> async_graphql::Result<OrderPage> {
         let rc = request_context(ctx)?;
         if !(1..=MAX_PAGE).contains(&first) {
@@ -432,7 +484,7 @@ impl OrderQuery {
             query = query.filter(order::Column::Id.lt(after));
         }
         if let Some(status) = status {
-            query = query.filter(order::Column::Status.eq(status));
+            query = query.filter(order::Column::Status.eq(status.stored()));
         }
         let mut rows = query
             .order_by_desc(order::Column::Id)
@@ -568,6 +620,29 @@ fn input_error(err: OrderError, skus: &[String]) -> async_graphql::Error {
     match err {
         OrderError::Core(CoreError::InvalidInput { field, reason }) => {
             ApiError::bad_input(format!("input.{field}"), reason).extend()
+        }
+        // An unknown SKU names its line.
+        OrderError::Core(CoreError::NotFound {
+            entity: "variant",
+            key,
+        }) => {
+            let field = key
+                .split_once("(lines[")
+                .and_then(|(_, rest)| rest.split_once(']'))
+                .map(|(i, _)| format!("input.lines[{i}].sku"));
+            let sku = key.split(" (").next().unwrap_or_default().to_owned();
+            let error = ApiError::NotFound(format!(
+                "no variant {sku:?} on this channel{}",
+                field
+                    .as_ref()
+                    .map(|f| format!(" ({f})"))
+                    .unwrap_or_default()
+            ))
+            .extend();
+            match field {
+                Some(field) => error.extend_with(move |_, ext| ext.set("field", field.as_str())),
+                None => error,
+            }
         }
         OrderError::Core(CoreError::InsufficientStock { mut lines }) => {
             for line in &mut lines {
@@ -761,11 +836,33 @@ impl OrderMutation {
         order_of(rc, placed.details).await
     }
 
-    /// Ships one shipment (its reserved units become sales).
+    /// Ships one shipment (its reserved units become sales; backordered units are sold from
+    /// what is free at the location now). An admin, or a POS clerk for a shipment of their
+    /// own store (the till hands the goods over).
     async fn fulfill_shipment(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Order> {
         let rc = request_context(ctx)?;
-        admin_only(rc, "fulfillShipment")?;
         let id = decode_id(Kind::Shipment, &id, "id").api()?;
+        if !rc.viewer.admin {
+            let clerk_store = rc
+                .viewer
+                .store_id
+                .filter(|_| rc.viewer.role == Some(Role::PosClerk));
+            let Some(store) = clerk_store else {
+                return admin_only(rc, "fulfillShipment").map(|()| unreachable!());
+            };
+            let at_store = commerce_core::entities::shipment::Entity::find_by_id(id)
+                .one(&rc.db)
+                .await
+                .map_err(CoreError::from)
+                .api()?
+                .is_some_and(|s| s.location_id == store);
+            if !at_store {
+                return Err(ApiError::Forbidden(
+                    "a POS clerk may fulfil shipments of their own store only".to_owned(),
+                ))
+                .api();
+            }
+        }
         let (details, change) = orders::fulfill_shipment(&rc.db, id, &actor(rc), Utc::now())
             .await
             .api()?;
@@ -840,7 +937,7 @@ impl OrderMutation {
 #[derive(SimpleObject, Clone)]
 pub struct OrderStatusEvent {
     pub order_id: ID,
-    pub status: String,
+    pub status: OrderStatus,
 }
 
 #[derive(Default)]
@@ -867,7 +964,7 @@ impl OrderSubscription {
                         Ok(Event::OrderStatusChanged { order_id, status }) if order_id == id => {
                             let event = OrderStatusEvent {
                                 order_id: encode_id(Kind::Order, order_id),
-                                status,
+                                status: OrderStatus::parse(&status),
                             };
                             return Some((event, events));
                         }

@@ -230,6 +230,17 @@ pub(crate) async fn prepare(
             ));
         }
     };
+    // A key names one mutation: two root fields under one key would share one outcome.
+    if let Some(op) = operation
+        && op.node.ty == OperationType::Mutation
+        && root_fields(&document, &op.node.selection_set.node) > 1
+        && idempotency_key(caller, &document, &op.node, &variables, arrival)?.is_some()
+    {
+        return Err(Rejection::new(
+            code::BAD_REQUEST,
+            "a request with an idempotency key runs exactly one mutation field; send each mutation with its own key",
+        ));
+    }
     let idempotency = match operation {
         Some(op) if op.node.ty == OperationType::Mutation => {
             idempotency_key(caller, &document, &op.node, &variables, arrival)?.map(|key| {
@@ -407,7 +418,31 @@ async fn execute_once(
     let run = {
         let (state, keyed) = (state.clone(), keyed.clone());
         async move {
-            let mut response = state.schema.execute(request).await;
+            // The run heartbeats its record so that a slow run (a lock wait) is never taken
+            // over by a retry while it is alive: "never a second run".
+            let heartbeat = {
+                let (db, keyed) = (state.db.clone(), keyed.clone());
+                let every = (state.idempotency.lifetime.stale_after / 4)
+                    .to_std()
+                    .unwrap_or(std::time::Duration::from_secs(1))
+                    .max(std::time::Duration::from_millis(100));
+                async move {
+                    let mut ticks = tokio::time::interval(every);
+                    ticks.tick().await;
+                    loop {
+                        ticks.tick().await;
+                        if let Err(err) =
+                            commerce_core::idempotency::touch(&db, &keyed.scope, &keyed.key).await
+                        {
+                            tracing::warn!(error = %err, "refreshing an idempotency key's run failed");
+                        }
+                    }
+                }
+            };
+            let mut response = tokio::select! {
+                response = state.schema.execute(request) => response,
+                () = heartbeat => unreachable!("the heartbeat never ends"),
+            };
             prepared.finish(&mut response, true);
             prepared.register_apq(&state, &response).await;
             let rendered = render_body(response, state.max_response_bytes);

@@ -162,7 +162,7 @@ async fn preflight(url: &str, origin: &str) -> reqwest::Response {
         .header("access-control-request-method", "POST")
         .header(
             "access-control-request-headers",
-            "content-type, authorization, x-channel",
+            "content-type, authorization, x-channel, idempotency-key",
         )
         .send()
         .await

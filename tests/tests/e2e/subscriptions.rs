@@ -922,7 +922,7 @@ async fn a_customer_page_hears_its_order_change_status() {
     assert_eq!(message["type"], "next", "{message}");
     let event = &message["payload"]["data"]["orderStatusChanged"];
     assert_eq!(event["orderId"], order["id"]);
-    assert_eq!(event["status"], "fulfilled");
+    assert_eq!(event["status"], "FULFILLED");
 
     // Another customer may not watch it.
     let other = app.token("web", Role::Shopper, Some("buyer@acme.example"), None);
