@@ -492,6 +492,26 @@ async fn route_lines(
             }
         }
     }
+    // The channel-wide safety stock (and other channels' location-less holds) cap what the
+    // locations together may give: the lowest-priority locations give up the difference, so
+    // routing sees exactly what the channel may sell (and backorders the rest where allowed).
+    for line in lines {
+        let cap = channel_total.get(&line.variant.id).copied().unwrap_or(0);
+        let mut total: i64 = candidates
+            .iter()
+            .filter_map(|c| c.available.get(&line.variant.id))
+            .sum();
+        for candidate in candidates.iter_mut().rev() {
+            if total <= cap {
+                break;
+            }
+            if let Some(units) = candidate.available.get_mut(&line.variant.id) {
+                let cut = Ord::min(*units, total - cap);
+                *units -= cut;
+                total -= cut;
+            }
+        }
+    }
     let destination = match &input.fulfilment {
         Fulfilment::Ship { region, point, .. } => Destination::Ship {
             region: region.trim().to_owned(),
@@ -1222,8 +1242,14 @@ pub async fn return_lines(
     in_write(db, async |txn| {
         let details = locked_order(txn, order_id, "id").await?;
         let order = &details.order;
+        let shipped_any = details
+            .shipments
+            .iter()
+            .any(|(s, _)| s.status == "fulfilled");
         match order.status.as_str() {
             "partially_fulfilled" | "fulfilled" | "delivered" => {}
+            // A cancelled order keeps what it shipped before the cancel: it can come back.
+            "cancelled" if shipped_any => {}
             "returned" => return Err(illegal(order, "returned again: every unit is back")),
             _ => return Err(illegal(order, "returned: nothing of it has shipped")),
         }
@@ -1302,7 +1328,7 @@ pub async fn return_lines(
             .filter(order_line::Column::OrderId.eq(order.id))
             .all(txn)
             .await?;
-        let everything_back = order.status != "partially_fulfilled"
+        let everything_back = !matches!(order.status.as_str(), "partially_fulfilled" | "cancelled")
             && after.iter().all(|l| l.returned_quantity >= l.quantity);
         let to = if everything_back {
             "returned"
