@@ -15,7 +15,8 @@
 //! The gateway runs as its own process so that its resident memory (`VmRSS` of
 //! `/proc/<pid>/status`) is its own: `target/release/gateway serve --demo` on a fresh SQLite
 //! file, rate limits off (`GATEWAY_LIMITS=off`), a known `GATEWAY_JWT_SECRET` to mint the
-//! token with, and `[http] max_connections` raised above the number of sockets (a config file
+//! token with, and `[http] max_connections` and the `[websocket]` socket caps raised above the
+//! number of sockets (a config file
 //! in the temp directory). Its RSS is read when every subscription is live and after the run.
 //! Its warnings and errors (logs at `--server-log`, default `warn`) are counted and shown.
 //!
@@ -1255,7 +1256,10 @@ fn spawn_gateway(args: &Args, secret: &Secret) -> Result<(Spawned, String), Stri
     let max_connections = (args.subscribers as usize + 256).max(10_000);
     std::fs::write(
         &config,
-        format!("[http]\nmax_connections = {max_connections}\n"),
+        // Every socket comes from this one address: the socket caps go above N too.
+        format!(
+            "[http]\nmax_connections = {max_connections}\n\n[websocket]\nmax_sockets = {max_connections}\nmax_sockets_per_client = {max_connections}\n"
+        ),
     )
     .map_err(|err| format!("writing {}: {err}", config.display()))?;
     let mut command = match &args.server_cpu {

@@ -344,7 +344,9 @@ impl Connection {
                         Message::Ping(_) | Message::Pong(_) => continue,
                         Message::Close(_) => break None,
                     };
-                    match self.on_message(text.as_str(), &mut socket).await {
+                    // Boxed: the handling of a message (token checks, SQL) is large and short;
+                    // the socket's own future, which lives as long as the socket, stays small.
+                    match Box::pin(self.on_message(text.as_str(), &mut socket)).await {
                         Next::Continue => {}
                         Next::Close(code, reason) => break Some((code, reason)),
                     }
@@ -754,7 +756,8 @@ async fn run_operation(
     outbox: mpsc::Sender<Outgoing>,
 ) {
     let prepared = match charge_request(&state, &caller.channel, &caller.client).await {
-        Ok(()) => prepare(&state, &caller, params, Arrival::Stream).await,
+        // Boxed: preparing is large and short; a subscription's task lives long.
+        Ok(()) => Box::pin(prepare(&state, &caller, params, Arrival::Stream)).await,
         Err(rejection) => Err(rejection),
     };
     let results = match prepared {
