@@ -162,8 +162,19 @@ pub async fn plan(
     input: &NewOrder,
     now: DateTime<Utc>,
 ) -> Result<Planned, OrderError> {
-    check(input)?;
     let policy = load_policy_by_id(db, input.channel_id).await?;
+    plan_for(db, &policy, input, now).await
+}
+
+/// [`plan`] with the channel's policy already loaded (the gateway has it per request).
+pub async fn plan_for(
+    db: &DatabaseConnection,
+    policy: &ChannelPolicy,
+    input: &NewOrder,
+    now: DateTime<Utc>,
+) -> Result<Planned, OrderError> {
+    check(input)?;
+    let policy = policy.clone();
     let lines = price(db, &policy, input, now).await?;
     let (plan, locations) = route_lines(db, &policy, input, &lines, now).await?;
     Ok(Planned {
@@ -179,9 +190,23 @@ pub async fn place(
     input: &NewOrder,
     now: DateTime<Utc>,
 ) -> Result<Placed, OrderError> {
-    check(input)?;
-    let now = micros(now);
     let policy = load_policy_by_id(db, input.channel_id).await?;
+    place_for(db, &policy, input, now).await
+}
+
+/// [`place`] with the channel's policy already loaded (the gateway has it per request).
+pub async fn place_for(
+    db: &DatabaseConnection,
+    policy: &ChannelPolicy,
+    input: &NewOrder,
+    now: DateTime<Utc>,
+) -> Result<Placed, OrderError> {
+    check(input)?;
+    if policy.channel.id != input.channel_id {
+        return Err(CoreError::invalid("channel_id", "the policy is of another channel").into());
+    }
+    let now = micros(now);
+    let policy = policy.clone();
     if let Some(existing) = existing_external(db, &policy, input).await? {
         return Ok(existing);
     }
@@ -411,7 +436,17 @@ async fn price(
         .into_iter()
         .map(|p| (p.id, p))
         .collect();
-    let categories = category::Entity::find().all(db).await?;
+    // The category tree only matters to promotions on a category.
+    let categories = if promotions.iter().any(|p| {
+        matches!(
+            p.target,
+            crate::pricing::resolve::PromotionTarget::Category(_)
+        )
+    }) {
+        category::Entity::find().all(db).await?
+    } else {
+        Vec::new()
+    };
     let mut priced = Vec::with_capacity(skus.len());
     for (i, (line, sku)) in input.lines.iter().zip(&skus).enumerate() {
         let variant = by_sku[sku.as_str()];

@@ -399,7 +399,7 @@ impl OrderQuery {
         let rc = request_context(ctx)?;
         let order = new_order(rc, input)?;
         let skus: Vec<String> = order.lines.iter().map(|l| l.sku.clone()).collect();
-        let planned = orders::plan(&rc.db, &order, Utc::now())
+        let planned = orders::plan_for(&rc.db, &rc.channel, &order, Utc::now())
             .await
             .map_err(|err| input_error(err, &skus))?;
         let currency = rc.channel.channel.currency.clone();
@@ -595,15 +595,28 @@ async fn location_codes(
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    Ok(stock_location::Entity::find()
-        .filter(stock_location::Column::Id.is_in(ids))
-        .all(&rc.db)
-        .await
-        .map_err(CoreError::from)
-        .api()?
-        .into_iter()
-        .map(|l| (l.id, l.code))
-        .collect())
+    // The request's channel knows its own locations; only others' are read.
+    let mut codes: HashMap<i64, String> = rc
+        .channel
+        .locations
+        .iter()
+        .filter(|l| ids.contains(&l.location.id))
+        .map(|l| (l.location.id, l.location.code.clone()))
+        .collect();
+    ids.retain(|id| !codes.contains_key(id));
+    if !ids.is_empty() {
+        codes.extend(
+            stock_location::Entity::find()
+                .filter(stock_location::Column::Id.is_in(ids))
+                .all(&rc.db)
+                .await
+                .map_err(CoreError::from)
+                .api()?
+                .into_iter()
+                .map(|l| (l.id, l.code)),
+        );
+    }
+    Ok(codes)
 }
 
 fn order_error(err: OrderError) -> async_graphql::Error {
@@ -827,7 +840,7 @@ impl OrderMutation {
             }
         }
         let skus: Vec<String> = order.lines.iter().map(|l| l.sku.clone()).collect();
-        let placed = orders::place(&rc.db, &order, Utc::now())
+        let placed = orders::place_for(&rc.db, &rc.channel, &order, Utc::now())
             .await
             .map_err(|err| input_error(err, &skus))?;
         if placed.created {
