@@ -2,6 +2,8 @@
 //! (`concurrency` connections, each sending its next request when the last one answered) and
 //! the figures it prints.
 
+pub mod scratch;
+
 use std::time::{Duration, Instant};
 
 /// The storefront's catalog page: 20 products with their variants and availability.

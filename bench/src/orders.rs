@@ -44,6 +44,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bench::scratch::Scratch;
 use bench::{Figures, Request, millis, print_ratio};
 use clap::{Parser, ValueEnum};
 use gateway::auth::{AuthConfig, Authenticator, Role, Secret};
@@ -166,69 +167,18 @@ fn label(backend: Backend) -> &'static str {
 
 // ---- databases and gateways ----
 
-/// A database made for one run, and removed after it.
-enum Scratch {
-    Sqlite(PathBuf),
-    Postgres {
-        admin: DatabaseConnection,
-        name: String,
-    },
-}
-
-impl Scratch {
-    /// The scratch database and its URL.
-    async fn create(backend: Backend, args: &Args) -> Result<(Self, String), String> {
-        if backend == Backend::Sqlite {
-            let path = bench::fresh_sqlite_file("bench-orders");
-            let url = bench::sqlite_url(&path);
-            return Ok((Self::Sqlite(path), url));
-        }
-        let base = args
-            .database_url
-            .as_deref()
-            .filter(|url| !url.is_empty())
-            .ok_or("pass --database-url or set TEST_DATABASE_URL")?;
-        let admin = Database::connect(base)
-            .await
-            .map_err(|err| commerce_core::db::explain(base, &err))?;
-        let name = format!("bench_orders_{}", uuid::Uuid::new_v4().simple());
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-            .await
-            .map_err(|err| format!("creating {name}: {err}"))?;
-        let url = with_database_name(base, &name);
-        Ok((Self::Postgres { admin, name }, url))
-    }
-
-    async fn remove(self) {
-        match self {
-            Self::Sqlite(path) => bench::remove_sqlite_file(&path),
-            Self::Postgres { admin, name } => {
-                let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                if let Err(err) = admin.execute_unprepared(&drop).await {
-                    eprintln!("dropping {name}: {err}");
-                }
-                let _ = admin.close().await;
-            }
-        }
-    }
-}
-
-/// `url` with its database name replaced by `name` (query string kept).
-fn with_database_name(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let prefix = base.rsplit_once('/').map_or(base, |(prefix, _)| prefix);
-    match query {
-        Some(query) => format!("{prefix}/{name}?{query}"),
-        None => format!("{prefix}/{name}"),
-    }
-}
-
 /// Spawns a gateway on a fresh database of `backend`, runs the scenarios, audits, cleans up.
 async fn on_scratch_database(backend: Backend, args: &Args) -> Result<bool, String> {
-    let (scratch, url) = Scratch::create(backend, args).await?;
+    let postgres = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres | Backend::Both => Some(
+            args.database_url
+                .as_deref()
+                .filter(|url| !url.is_empty())
+                .ok_or("pass --database-url or set TEST_DATABASE_URL")?,
+        ),
+    };
+    let (scratch, url) = Scratch::create(postgres, "orders").await?;
     let outcome = match Spawned::start(args, &url) {
         Ok((spawned, target)) => {
             // Ctrl-C still stops the gateway and drops the scratch database.
@@ -1357,18 +1307,6 @@ fn placeholder(backend: sea_orm::DatabaseBackend) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_scratch_database_replaces_the_name_and_keeps_the_query() {
-        assert_eq!(
-            with_database_name("postgres://u@h:5432/test?sslmode=disable", "bench_x"),
-            "postgres://u@h:5432/bench_x?sslmode=disable"
-        );
-        assert_eq!(
-            with_database_name("postgres://u@h/test", "bench_x"),
-            "postgres://u@h/bench_x"
-        );
-    }
 
     #[test]
     fn cpu_ticks_are_read_from_proc() {

@@ -19,11 +19,11 @@
 //! `TEST_DATABASE_URL`) and dropped afterwards; both are migrated and given the demo data.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bench::scratch::Scratch;
 use bench::{Figures, millis, print_ratio};
 use chrono::Utc;
 use clap::{Parser, ValueEnum};
@@ -31,8 +31,8 @@ use commerce_core::CoreError;
 use commerce_core::entities::{channel, stock_location, variant};
 use commerce_core::inventory::{self, Lifetime, Owner, OwnerKind, ReserveRequest, StockIn};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, Database, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Statement,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
 };
 
 /// Units each benchmarked variant gets: far more than a run reserves at once.
@@ -104,69 +104,18 @@ fn label(backend: Backend) -> &'static str {
 
 // ---- scratch databases ----
 
-/// A database made for one run, and removed after it.
-enum Scratch {
-    Sqlite(PathBuf),
-    Postgres {
-        admin: DatabaseConnection,
-        name: String,
-    },
-}
-
-impl Scratch {
-    /// The scratch database and its URL.
-    async fn create(backend: Backend, args: &Args) -> Result<(Self, String), String> {
-        if backend == Backend::Sqlite {
-            let path = bench::fresh_sqlite_file("bench-reserve");
-            let url = bench::sqlite_url(&path);
-            return Ok((Self::Sqlite(path), url));
-        }
-        let base = args
-            .database_url
-            .as_deref()
-            .filter(|url| !url.is_empty())
-            .ok_or("pass --database-url or set TEST_DATABASE_URL")?;
-        let admin = Database::connect(base)
-            .await
-            .map_err(|err| commerce_core::db::explain(base, &err))?;
-        let name = format!("bench_reserve_{}", uuid::Uuid::new_v4().simple());
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-            .await
-            .map_err(|err| format!("creating {name}: {err}"))?;
-        let url = with_database_name(base, &name);
-        Ok((Self::Postgres { admin, name }, url))
-    }
-
-    async fn remove(self) {
-        match self {
-            Self::Sqlite(path) => bench::remove_sqlite_file(&path),
-            Self::Postgres { admin, name } => {
-                let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                if let Err(err) = admin.execute_unprepared(&drop).await {
-                    eprintln!("dropping {name}: {err}");
-                }
-                let _ = admin.close().await;
-            }
-        }
-    }
-}
-
-/// `url` with its database name replaced by `name` (query string kept).
-fn with_database_name(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let prefix = base.rsplit_once('/').map_or(base, |(prefix, _)| prefix);
-    match query {
-        Some(query) => format!("{prefix}/{name}?{query}"),
-        None => format!("{prefix}/{name}"),
-    }
-}
-
 /// Runs both scenarios on a fresh database of `backend`; `Ok(false)` when the invariant broke.
 async fn on_scratch_database(backend: Backend, args: &Args) -> Result<bool, String> {
-    let (scratch, url) = Scratch::create(backend, args).await?;
+    let postgres = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres | Backend::Both => Some(
+            args.database_url
+                .as_deref()
+                .filter(|url| !url.is_empty())
+                .ok_or("pass --database-url or set TEST_DATABASE_URL")?,
+        ),
+    };
+    let (scratch, url) = Scratch::create(postgres, "reserve").await?;
     // Ctrl-C still drops the scratch database (WITH (FORCE) ends the tasks' sessions).
     let outcome = tokio::select! {
         outcome = measure(backend, &url, args) => outcome,

@@ -35,24 +35,7 @@ fn admin(app: &TestApp) -> Client {
 
 /// Exact stock of `sku` on web, per location code: (on hand, reserved).
 async fn levels(app: &TestApp, sku: &str) -> Vec<(String, i64, i64)> {
-    let reply = admin(app)
-        .query(
-            "query($sku: String!) { variant(sku: $sku) { stockLevels { location { code } onHand reserved } } }",
-            json!({ "sku": sku }),
-        )
-        .await;
-    reply.data()["variant"]["stockLevels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["location"]["code"].as_str().unwrap().to_owned(),
-                l["onHand"].as_i64().unwrap(),
-                l["reserved"].as_i64().unwrap(),
-            )
-        })
-        .collect()
+    levels_on(app, "web", sku).await
 }
 
 #[tokio::test]

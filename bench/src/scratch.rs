@@ -1,0 +1,83 @@
+//! A database made for one bench run and removed after it: a fresh SQLite file, or a scratch
+//! PostgreSQL database (`<prefix>_<uuid>`, created on the server of a given URL and dropped
+//! `WITH (FORCE)` afterwards).
+
+use std::path::PathBuf;
+
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+
+/// The scratch database of one run.
+pub enum Scratch {
+    Sqlite(PathBuf),
+    Postgres {
+        admin: DatabaseConnection,
+        name: String,
+    },
+}
+
+impl Scratch {
+    /// A fresh database and its URL: SQLite, or PostgreSQL on the server of `postgres_url`.
+    pub async fn create(
+        postgres_url: Option<&str>,
+        prefix: &str,
+    ) -> Result<(Self, String), String> {
+        let Some(base) = postgres_url else {
+            let path = crate::fresh_sqlite_file(&format!("bench-{prefix}"));
+            let url = crate::sqlite_url(&path);
+            return Ok((Self::Sqlite(path), url));
+        };
+        let admin = Database::connect(base)
+            .await
+            .map_err(|err| commerce_core::db::explain(base, &err))?;
+        let name = format!("bench_{prefix}_{}", uuid::Uuid::new_v4().simple());
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .map_err(|err| format!("creating {name}: {err}"))?;
+        let url = with_database_name(base, &name);
+        Ok((Self::Postgres { admin, name }, url))
+    }
+
+    /// Removes the database (errors are printed, not returned: the run is over).
+    pub async fn remove(self) {
+        match self {
+            Self::Sqlite(path) => crate::remove_sqlite_file(&path),
+            Self::Postgres { admin, name } => {
+                let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                if let Err(err) = admin.execute_unprepared(&drop).await {
+                    eprintln!("dropping {name}: {err}");
+                }
+                let _ = admin.close().await;
+            }
+        }
+    }
+}
+
+/// `url` with its database name replaced by `name` (query string kept).
+pub fn with_database_name(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let prefix = base.rsplit_once('/').map_or(base, |(prefix, _)| prefix);
+    match query {
+        Some(query) => format!("{prefix}/{name}?{query}"),
+        None => format!("{prefix}/{name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database_name;
+
+    #[test]
+    fn the_database_name_is_replaced_and_the_query_kept() {
+        assert_eq!(
+            with_database_name("postgres://u@h:5432/test?sslmode=disable", "bench_x"),
+            "postgres://u@h:5432/bench_x?sslmode=disable"
+        );
+        assert_eq!(
+            with_database_name("postgres://u@h/test", "bench_x"),
+            "postgres://u@h/bench_x"
+        );
+    }
+}
