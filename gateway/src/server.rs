@@ -63,6 +63,8 @@ pub struct AppState {
     pub cors: Arc<crate::cors::CorsPolicy>,
     /// The subscription socket's limits (`[websocket]`).
     pub websocket: crate::config::WebsocketConfig,
+    /// SKU names shared by every stock subscription.
+    pub sku_names: crate::graphql::stock_events::SkuNames,
     /// How long idempotency keys live and repeats wait (`[idempotency]`).
     pub idempotency: crate::idempotency::Settings,
     /// The sockets open at `/graphql/ws`, in all and per client address.
@@ -519,6 +521,7 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
         max_response_bytes: config.http.max_response_bytes,
         cors: Arc::new(crate::cors::CorsPolicy::new(&config.cors, demo_mode)),
         websocket: config.websocket.clone(),
+        sku_names: Default::default(),
         idempotency: crate::idempotency::Settings::new(
             &config.idempotency,
             config.http.request_timeout_secs,

@@ -262,7 +262,7 @@ fn reason_or<'a>(reason: &'a str, default: &'a str) -> &'a str {
 }
 
 /// `now` cut to whole microseconds (what PostgreSQL stores), so both databases compare alike.
-fn micros(now: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn micros(now: DateTime<Utc>) -> DateTime<Utc> {
     now.with_nanosecond(now.nanosecond() / 1000 * 1000)
         .unwrap_or(now)
 }

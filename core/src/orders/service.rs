@@ -36,7 +36,7 @@ use crate::entities::{
 use crate::error::StockShortage;
 use crate::inventory::service::{
     Move, StockChange, apply, finish, holds_of, in_write, level_or_new, levels_of,
-    load_policy_by_id, lock_variant,
+    load_policy_by_id, lock_variant, micros,
 };
 use crate::inventory::{GeoPoint, StockView, channel_availability};
 use crate::money::StoredAmount;
@@ -207,7 +207,7 @@ pub async fn place_for(
     }
     let now = micros(now);
     let policy = policy.clone();
-    if let Some(existing) = existing_external(db, &policy, input).await? {
+    if let Some(existing) = existing_order(db, &policy, input).await? {
         return Ok(existing);
     }
     let lines = price(db, &policy, input, now).await?;
@@ -234,7 +234,7 @@ pub async fn place_for(
             if (input.external_ref.is_some() || input.idempotency_key.is_some())
                 && matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) =>
         {
-            existing_external(db, &policy, input)
+            existing_order(db, &policy, input)
                 .await?
                 .ok_or_else(|| OrderError::Core(CoreError::Database(err)))
         }
@@ -329,7 +329,7 @@ fn check(input: &NewOrder) -> Result<(), CoreError> {
 
 /// The order already placed under the input's `external_ref` or idempotency key (both
 /// unique per channel), if any.
-async fn existing_external(
+async fn existing_order(
     db: &DatabaseConnection,
     policy: &ChannelPolicy,
     input: &NewOrder,
@@ -783,7 +783,7 @@ async fn reserve_for_order(
     change: &mut StockChange,
 ) -> Result<(), CoreError> {
     let level = level_or_new(txn, variant_id, location_id, now).await?;
-    let row = reservation::ActiveModel {
+    reservation::ActiveModel {
         variant_id: Set(variant_id),
         location_id: Set(location_id),
         channel_id: Set(policy.channel.id),
@@ -814,33 +814,23 @@ async fn reserve_for_order(
         change,
     )
     .await?;
-    let _ = row;
     Ok(())
 }
 
-/// A new order number: the channel's code and a random part (`WEB-7F3A9C21B4`).
+/// A new order number: the channel's code and 16 random hex digits
+/// (`WEB-7F3A9C21B4E05D18`; at most 25 characters).
 fn order_number(channel: &str) -> String {
-    let random = uuid_like();
     let prefix: String = channel
         .chars()
         .filter(char::is_ascii_alphanumeric)
         .take(8)
         .collect::<String>()
         .to_ascii_uppercase();
-    format!("{prefix}-{random}")
-}
-
-/// Ten random upper-case hex digits.
-fn uuid_like() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    format!("{:010X}", hasher.finish() & 0xFF_FFFF_FFFF)
+    let random = uuid::Uuid::new_v4()
+        .simple()
+        .to_string()
+        .to_ascii_uppercase();
+    format!("{prefix}-{}", &random[..16])
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1384,10 +1374,4 @@ pub async fn return_lines(
         Ok((self::details(txn, order).await?, change))
     })
     .await
-}
-
-fn micros(now: DateTime<Utc>) -> DateTime<Utc> {
-    use chrono::{SubsecRound, Timelike};
-    let _ = now.nanosecond();
-    now.trunc_subsecs(6)
 }

@@ -72,6 +72,8 @@ pub struct RequestContext {
     pub viewer: Viewer,
     /// Where committed changes are announced.
     pub bus: crate::bus::EventBus,
+    /// SKU names shared by the gateway's stock subscriptions.
+    pub sku_names: stock_events::SkuNames,
     /// The request's idempotency key (the `Idempotency-Key` header or an input's
     /// `idempotencyKey`), for mutations that require one.
     pub idempotency_key: Option<String>,

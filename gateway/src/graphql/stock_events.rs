@@ -176,7 +176,7 @@ impl StockSubscription {
         // version check sends it once.
         let events = rc.bus.subscribe();
         let db = rc.db.clone();
-        let mut sku_of: HashMap<i64, String> = HashMap::new();
+        let sku_of = rc.sku_names.clone();
         let variants = match &skus {
             None => None,
             Some(skus) => {
@@ -215,6 +215,36 @@ fn unknown_sku(sku: &str, field: &str) -> async_graphql::Error {
         .extend_with(|_, ext| ext.set("field", field))
 }
 
+/// The SKUs of variants, shared by every stock subscription of a gateway: an event names its
+/// variants by id, and a thousand dashboards watching every SKU must not each look the same
+/// SKU up. SKUs never change once a variant exists, so entries never go stale; the map is
+/// emptied when it reaches [`SkuNames::CAPACITY`] entries.
+#[derive(Clone, Debug, Default)]
+pub struct SkuNames(std::sync::Arc<std::sync::Mutex<HashMap<i64, String>>>);
+
+impl SkuNames {
+    /// Most SKUs kept.
+    pub const CAPACITY: usize = 100_000;
+
+    fn get(&self, variant_id: i64) -> Option<String> {
+        self.lock().get(&variant_id).cloned()
+    }
+
+    fn extend(&self, names: impl IntoIterator<Item = (i64, String)>) {
+        let mut map = self.lock();
+        for (id, sku) in names {
+            if map.len() >= Self::CAPACITY {
+                map.clear();
+            }
+            map.insert(id, sku);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// One subscription's state.
 struct Watch {
     events: broadcast::Receiver<Event>,
@@ -225,7 +255,8 @@ struct Watch {
     locations: HashMap<i64, String>,
     /// The last version sent per (variant, location).
     sent: HashMap<(i64, i64), i64>,
-    sku_of: HashMap<i64, String>,
+    /// The gateway's shared SKU names.
+    sku_of: SkuNames,
     queue: VecDeque<StockEvent>,
 }
 
@@ -314,11 +345,13 @@ impl Watch {
                         .is_none_or(|&sent| l.version > sent)
             })
             .collect();
-        let unknown: Vec<i64> = fresh
+        let mut unknown: Vec<i64> = fresh
             .iter()
             .map(|l| l.variant_id)
-            .filter(|id| !self.sku_of.contains_key(id))
+            .filter(|id| self.sku_of.get(*id).is_none())
             .collect();
+        unknown.sort_unstable();
+        unknown.dedup();
         if !unknown.is_empty() {
             match replay::skus_of(&self.db, &unknown).await {
                 Ok(found) => self.sku_of.extend(found),
@@ -333,11 +366,7 @@ impl Watch {
         for level in fresh {
             self.sent
                 .insert((level.variant_id, level.location_id), level.version);
-            let sku = self
-                .sku_of
-                .get(&level.variant_id)
-                .cloned()
-                .unwrap_or_default();
+            let sku = self.sku_of.get(level.variant_id).unwrap_or_default();
             let location = &self.locations[&level.location_id];
             self.queue
                 .push_back(StockEvent::level(kind, sku, location, level));
@@ -370,7 +399,11 @@ mod tests {
             variants: Some(HashSet::from([1])),
             locations: HashMap::from([(7, "WH-EAST".to_owned())]),
             sent: HashMap::new(),
-            sku_of: HashMap::from([(1, "TS-0001-M".to_owned())]),
+            sku_of: {
+                let names = SkuNames::default();
+                names.extend([(1, "TS-0001-M".to_owned())]);
+                names
+            },
             queue: VecDeque::new(),
         };
         (sender, watch)

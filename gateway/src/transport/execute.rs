@@ -230,17 +230,6 @@ pub(crate) async fn prepare(
             ));
         }
     };
-    // A key names one mutation: two root fields under one key would share one outcome.
-    if let Some(op) = operation
-        && op.node.ty == OperationType::Mutation
-        && root_fields(&document, &op.node.selection_set.node) > 1
-        && idempotency_key(caller, &document, &op.node, &variables, arrival)?.is_some()
-    {
-        return Err(Rejection::new(
-            code::BAD_REQUEST,
-            "a request with an idempotency key runs exactly one mutation field; send each mutation with its own key",
-        ));
-    }
     let idempotency = match operation {
         Some(op) if op.node.ty == OperationType::Mutation => {
             idempotency_key(caller, &document, &op.node, &variables, arrival)?.map(|key| {
@@ -257,6 +246,15 @@ pub(crate) async fn prepare(
         }
         _ => None,
     };
+    // A key names one mutation: two root fields under one key would share one outcome.
+    if idempotency.is_some()
+        && operation.is_some_and(|op| root_fields(&document, &op.node.selection_set.node) > 1)
+    {
+        return Err(Rejection::new(
+            code::BAD_REQUEST,
+            "a request with an idempotency key runs exactly one mutation field; send each mutation with its own key",
+        ));
+    }
     let (policy, viewer) = resolve_viewer(state, channel_code, caller.claims.clone()).await?;
     crate::metrics::resolved_channel(&policy.channel.code);
     // The schema is documentation for admins (and everyone in demo mode), not for scrapers.
@@ -297,6 +295,7 @@ pub(crate) async fn prepare(
         config: graphql_config,
         viewer,
         bus: state.bus.clone(),
+        sku_names: state.sku_names.clone(),
         idempotency_key: idempotency.as_ref().map(|keyed| keyed.key.clone()),
     };
     Ok((
@@ -522,6 +521,7 @@ pub async fn execute_as(
         config: state.graphql_config.clone(),
         viewer,
         bus: state.bus.clone(),
+        sku_names: state.sku_names.clone(),
         idempotency_key: None,
     };
     let mut response = state

@@ -328,12 +328,11 @@ async fn concurrent_orders_never_oversell() {
             reply.data();
         }
     }
-    let free: i64 = levels(&app, SKU)
-        .await
-        .iter()
-        .filter(|l| ["WH-EAST", "WH-WEST", "WH-CENTRAL"].contains(&l.0.as_str()))
-        .map(|l| l.1 - l.2)
-        .sum();
+    let web =
+        |l: &&(String, i64, i64)| ["WH-EAST", "WH-WEST", "WH-CENTRAL"].contains(&l.0.as_str());
+    let start = levels(&app, SKU).await;
+    let free: i64 = start.iter().filter(web).map(|l| l.1 - l.2).sum();
+    let reserved_before: i64 = start.iter().filter(web).map(|l| l.2).sum();
     assert_eq!(
         free, 10,
         "10 free units at web's locations; web keeps 2 as safety stock"
@@ -363,13 +362,12 @@ async fn concurrent_orders_never_oversell() {
     }
     assert_eq!(placed, 8, "exactly the sellable units were ordered");
     let after = levels(&app, SKU).await;
-    let reserved: i64 = after
-        .iter()
-        .filter(|l| l.0.starts_with("WH-"))
-        .map(|l| l.2)
-        .sum();
-    let before_reserved = 0;
-    assert!(reserved >= placed + before_reserved);
+    let reserved: i64 = after.iter().filter(web).map(|l| l.2).sum();
+    assert_eq!(
+        reserved,
+        reserved_before + placed,
+        "one unit reserved per placed order, none for refused ones"
+    );
     for (code, on_hand, reserved) in &after {
         assert!(
             reserved <= on_hand,
