@@ -872,31 +872,17 @@ pub async fn reserve(
                 .iter()
                 .find(|l| l.location_id == location_id)
                 .expect("planned locations have levels");
-            let row = reservation::ActiveModel {
-                variant_id: Set(request.variant_id),
-                location_id: Set(location_id),
-                channel_id: Set(policy.channel.id),
-                quantity: Set(units),
-                owner_kind: Set(request.owner.kind.as_str().to_owned()),
-                owner_ref: Set(request.owner.reference.clone()),
-                expires_at: Set(expires_at),
-                state: Set("active".to_owned()),
-                created_at: Set(now),
-                updated_at: Set(now),
-                ..Default::default()
-            }
-            .insert(txn)
-            .await?;
-            apply(
+            let row = hold_at(
                 txn,
                 level,
-                Move {
-                    kind: "reserve",
-                    on_hand: 0,
-                    reserved: units,
+                Hold {
+                    channel_id: policy.channel.id,
+                    units,
+                    owner: &request.owner,
+                    expires_at,
                     actor: &request.actor,
                     reason: "reserved",
-                    reference: Some(format!("reservation:{}", row.id)),
+                    reference: None,
                 },
                 now,
                 "quantity",
@@ -908,6 +894,65 @@ pub async fn reserve(
         Ok(reserved)
     })
     .await
+}
+
+/// Units to hold at one level for an owner.
+pub(crate) struct Hold<'a> {
+    pub(crate) channel_id: i64,
+    pub(crate) units: i32,
+    pub(crate) owner: &'a Owner,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
+    pub(crate) actor: &'a str,
+    pub(crate) reason: &'a str,
+    /// The ledger reference; `None`: the reservation itself (`reservation:<id>`).
+    pub(crate) reference: Option<String>,
+}
+
+/// Writes a reservation of `hold.units` at `level` and its `reserve` movement (which refuses,
+/// changing nothing, when the level has fewer units free).
+pub(crate) async fn hold_at(
+    txn: &DatabaseTransaction,
+    level: &stock_level::Model,
+    hold: Hold<'_>,
+    now: DateTime<Utc>,
+    field: &str,
+    change: &mut StockChange,
+) -> Result<reservation::Model, CoreError> {
+    let row = reservation::ActiveModel {
+        variant_id: Set(level.variant_id),
+        location_id: Set(level.location_id),
+        channel_id: Set(hold.channel_id),
+        quantity: Set(hold.units),
+        owner_kind: Set(hold.owner.kind.as_str().to_owned()),
+        owner_ref: Set(hold.owner.reference.clone()),
+        expires_at: Set(hold.expires_at),
+        state: Set("active".to_owned()),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+    .insert(txn)
+    .await?;
+    apply(
+        txn,
+        level,
+        Move {
+            kind: "reserve",
+            on_hand: 0,
+            reserved: hold.units,
+            actor: hold.actor,
+            reason: hold.reason,
+            reference: Some(
+                hold.reference
+                    .unwrap_or_else(|| format!("reservation:{}", row.id)),
+            ),
+        },
+        now,
+        field,
+        change,
+    )
+    .await?;
+    Ok(row)
 }
 
 /// The reservation, after its variant was locked; `NotFound` when there is none.

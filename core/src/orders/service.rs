@@ -35,8 +35,8 @@ use crate::entities::{
 };
 use crate::error::StockShortage;
 use crate::inventory::service::{
-    Move, StockChange, apply, finish, holds_of, in_write, level_or_new, levels_of,
-    load_policy_by_id, lock_variant, micros,
+    Hold, Move, Owner, OwnerKind, StockChange, apply, finish, hold_at, holds_of, in_write,
+    level_or_new, levels_of, load_policy_by_id, lock_variant, micros,
 };
 use crate::inventory::{GeoPoint, StockView, channel_availability};
 use crate::money::StoredAmount;
@@ -173,10 +173,9 @@ pub async fn plan_for(
     input: &NewOrder,
     now: DateTime<Utc>,
 ) -> Result<Planned, OrderError> {
-    check(input)?;
-    let policy = policy.clone();
-    let lines = price(db, &policy, input, now).await?;
-    let (plan, locations) = route_lines(db, &policy, input, &lines, now).await?;
+    check_for(policy, input)?;
+    let lines = price(db, policy, input, now).await?;
+    let (plan, locations) = route_lines(db, policy, input, &lines, now).await?;
     Ok(Planned {
         plan,
         lines,
@@ -201,29 +200,25 @@ pub async fn place_for(
     input: &NewOrder,
     now: DateTime<Utc>,
 ) -> Result<Placed, OrderError> {
-    check(input)?;
-    if policy.channel.id != input.channel_id {
-        return Err(CoreError::invalid("channel_id", "the policy is of another channel").into());
-    }
+    check_for(policy, input)?;
     let now = micros(now);
-    let policy = policy.clone();
-    if let Some(existing) = existing_order(db, &policy, input).await? {
+    if let Some(existing) = existing_order(db, policy, input).await? {
         return Ok(existing);
     }
-    let lines = price(db, &policy, input, now).await?;
+    let lines = price(db, policy, input, now).await?;
     let placed = in_write(db, async |txn| {
         let mut variant_ids: Vec<i64> = lines.iter().map(|l| l.variant.id).collect();
         variant_ids.sort_unstable();
         for (i, id) in variant_ids.iter().enumerate() {
             lock_variant(txn, *id, &format!("lines[{i}].sku")).await?;
         }
-        let (plan, _) = route_lines(txn, &policy, input, &lines, now)
+        let (plan, _) = route_lines(txn, policy, input, &lines, now)
             .await
             .map_err(|err| match err {
                 OrderError::Core(err) => err,
                 OrderError::Pricing { .. } => unreachable!("lines are priced before"),
             })?;
-        write_order(txn, &policy, input, &lines, &plan, now).await
+        write_order(txn, policy, input, &lines, &plan, now).await
     })
     .await;
     match placed {
@@ -234,12 +229,23 @@ pub async fn place_for(
             if (input.external_ref.is_some() || input.idempotency_key.is_some())
                 && matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) =>
         {
-            existing_order(db, &policy, input)
+            existing_order(db, policy, input)
                 .await?
                 .ok_or_else(|| OrderError::Core(CoreError::Database(err)))
         }
         Err(err) => Err(err.into()),
     }
+}
+
+/// [`check`], and that `policy` is the order's channel's.
+fn check_for(policy: &ChannelPolicy, input: &NewOrder) -> Result<(), CoreError> {
+    if policy.channel.id != input.channel_id {
+        return Err(CoreError::invalid(
+            "channel_id",
+            "the policy is of another channel",
+        ));
+    }
+    check(input)
 }
 
 fn check(input: &NewOrder) -> Result<(), CoreError> {
@@ -691,6 +697,10 @@ async fn write_order(
         line_rows.push(row);
     }
     let mut change = StockChange::default();
+    let owner = Owner {
+        kind: OwnerKind::Order,
+        reference: number.clone(),
+    };
     let mut shipments = Vec::with_capacity(plan.groups.len());
     for group in &plan.groups {
         let backorder = group.lines.iter().all(|l| l.backordered);
@@ -715,16 +725,21 @@ async fn write_order(
         for part in &group.lines {
             let units = i32::try_from(part.quantity).expect("at most a line's i32 quantity");
             if !part.backordered {
-                reserve_for_order(
+                let level = level_or_new(txn, part.variant_id, group.location_id, now).await?;
+                hold_at(
                     txn,
-                    policy,
-                    &number,
-                    part.variant_id,
-                    group.location_id,
-                    units,
-                    &format!("lines[{}].quantity", part.line),
-                    &input.actor,
+                    &level,
+                    Hold {
+                        channel_id: policy.channel.id,
+                        units,
+                        owner: &owner,
+                        expires_at: None,
+                        actor: &input.actor,
+                        reason: "order",
+                        reference: Some(format!("order:{number}")),
+                    },
                     now,
+                    &format!("lines[{}].quantity", part.line),
                     &mut change,
                 )
                 .await?;
@@ -766,55 +781,6 @@ async fn write_order(
         change,
         created: true,
     })
-}
-
-/// Holds `units` of the variant at the location for the order, with no expiry.
-#[allow(clippy::too_many_arguments)]
-async fn reserve_for_order(
-    txn: &DatabaseTransaction,
-    policy: &ChannelPolicy,
-    number: &str,
-    variant_id: i64,
-    location_id: i64,
-    units: i32,
-    field: &str,
-    actor: &str,
-    now: DateTime<Utc>,
-    change: &mut StockChange,
-) -> Result<(), CoreError> {
-    let level = level_or_new(txn, variant_id, location_id, now).await?;
-    reservation::ActiveModel {
-        variant_id: Set(variant_id),
-        location_id: Set(location_id),
-        channel_id: Set(policy.channel.id),
-        quantity: Set(units),
-        owner_kind: Set("order".to_owned()),
-        owner_ref: Set(number.to_owned()),
-        expires_at: Set(None),
-        state: Set("active".to_owned()),
-        created_at: Set(now),
-        updated_at: Set(now),
-        ..Default::default()
-    }
-    .insert(txn)
-    .await?;
-    apply(
-        txn,
-        &level,
-        Move {
-            kind: "reserve",
-            on_hand: 0,
-            reserved: units,
-            actor,
-            reason: "order",
-            reference: Some(format!("order:{number}")),
-        },
-        now,
-        field,
-        change,
-    )
-    .await?;
-    Ok(())
 }
 
 /// A new order number: the channel's code and 16 random hex digits
