@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+pub use commerce_core::db::with_database_name;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 
 /// The scratch database of one run.
@@ -50,34 +51,5 @@ impl Scratch {
                 let _ = admin.close().await;
             }
         }
-    }
-}
-
-/// `url` with its database name replaced by `name` (query string kept).
-pub fn with_database_name(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let prefix = base.rsplit_once('/').map_or(base, |(prefix, _)| prefix);
-    match query {
-        Some(query) => format!("{prefix}/{name}?{query}"),
-        None => format!("{prefix}/{name}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_database_name;
-
-    #[test]
-    fn the_database_name_is_replaced_and_the_query_kept() {
-        assert_eq!(
-            with_database_name("postgres://u@h:5432/test?sslmode=disable", "bench_x"),
-            "postgres://u@h:5432/bench_x?sslmode=disable"
-        );
-        assert_eq!(
-            with_database_name("postgres://u@h/test", "bench_x"),
-            "postgres://u@h/bench_x"
-        );
     }
 }

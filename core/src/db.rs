@@ -220,9 +220,34 @@ fn sqlite_file_path(url: &str) -> Option<&str> {
     (!path.is_empty() && path != ":memory:").then_some(path)
 }
 
+/// `url` with its database name replaced by `name` (query string kept): the URL of another
+/// database on the same server (scratch databases of tests and benches).
+pub fn with_database_name(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let prefix = base.rsplit_once('/').map_or(base, |(prefix, _)| prefix);
+    match query {
+        Some(query) => format!("{prefix}/{name}?{query}"),
+        None => format!("{prefix}/{name}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_database_on_the_same_server_keeps_the_query() {
+        assert_eq!(
+            with_database_name("postgres://u@h:5432/test?sslmode=disable", "bench_x"),
+            "postgres://u@h:5432/bench_x?sslmode=disable"
+        );
+        assert_eq!(
+            with_database_name("postgres://u@h/test", "bench_x"),
+            "postgres://u@h/bench_x"
+        );
+    }
 
     #[test]
     fn finds_the_file_of_sqlite_urls_only() {

@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Once, OnceLock};
 
+use commerce_core::db::with_database_name;
 use gateway::{Config, RunningGateway};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 use serde_json::{Value, json};
@@ -306,17 +307,6 @@ fn remove_stale_sqlite_files() {
         if stale {
             let _ = std::fs::remove_file(entry.path());
         }
-    }
-}
-
-fn with_database_name(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let prefix = base.rsplit_once('/').map_or(base, |(prefix, _)| prefix);
-    match query {
-        Some(query) => format!("{prefix}/{name}?{query}"),
-        None => format!("{prefix}/{name}"),
     }
 }
 

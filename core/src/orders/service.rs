@@ -212,12 +212,13 @@ pub async fn place_for(
         for (i, id) in variant_ids.iter().enumerate() {
             lock_variant(txn, *id, &format!("lines[{i}].sku")).await?;
         }
-        let (plan, _) = route_lines(txn, policy, input, &lines, now)
-            .await
-            .map_err(|err| match err {
-                OrderError::Core(err) => err,
-                OrderError::Pricing { .. } => unreachable!("lines are priced before"),
-            })?;
+        let (plan, _) =
+            route_lines(txn, policy, input, &lines, now)
+                .await
+                .map_err(|err| match err {
+                    OrderError::Core(err) => err,
+                    OrderError::Pricing { .. } => unreachable!("lines are priced before"),
+                })?;
         write_order(txn, policy, input, &lines, &plan, now).await
     })
     .await;

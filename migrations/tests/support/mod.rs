@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use commerce_core::db::with_database_name;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -21,18 +22,6 @@ pub fn scratch_name() -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-/// `url` with its database name replaced by `name` (query string kept).
-pub fn with_database_name(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let prefix = base.rsplit_once('/').map_or(base, |(prefix, _)| prefix);
-    match query {
-        Some(query) => format!("{prefix}/{name}?{query}"),
-        None => format!("{prefix}/{name}"),
-    }
 }
 
 /// Runs `scenario` on a fresh (unmigrated) SQLite file, then on a fresh PostgreSQL database
