@@ -360,7 +360,9 @@ fn kind_of(err: &CoreError) -> Kind {
 fn order_kind(err: &OrderError) -> Kind {
     match err {
         OrderError::Core(err) => kind_of(err),
-        OrderError::Pricing { .. } => panic!("the pool's SKUs always price: {err:?}"),
+        OrderError::Pricing { .. } | OrderError::UnknownSku { .. } => {
+            panic!("the pool's SKUs are sold and priced: {err:?}")
+        }
     }
 }
 

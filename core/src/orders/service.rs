@@ -105,6 +105,9 @@ pub struct NewOrder {
 pub enum OrderError {
     #[error(transparent)]
     Core(#[from] CoreError),
+    /// A line names a SKU the channel does not sell.
+    #[error("lines[{line}].sku: no variant {sku:?} on this channel")]
+    UnknownSku { line: usize, sku: String },
     /// A line cannot be priced for the viewer (no price, or a quantity rule).
     #[error("lines[{line}] {sku}: {error}")]
     Pricing {
@@ -217,7 +220,9 @@ pub async fn place_for(
                 .await
                 .map_err(|err| match err {
                     OrderError::Core(err) => err,
-                    OrderError::Pricing { .. } => unreachable!("lines are priced before"),
+                    OrderError::Pricing { .. } | OrderError::UnknownSku { .. } => {
+                        unreachable!("lines are priced before")
+                    }
                 })?;
         write_order(txn, policy, input, &lines, &plan, now).await
     })
@@ -420,15 +425,10 @@ async fn price(
         variants.iter().map(|v| (v.sku.as_str(), v)).collect();
     for (i, sku) in skus.iter().enumerate() {
         if !by_sku.contains_key(sku.as_str()) {
-            let shown: String = sku.chars().take(64).collect();
-            return Err(CoreError::NotFound {
-                entity: "variant",
-                key: format!(
-                    "{shown} (lines[{i}].sku) on channel {}",
-                    policy.channel.code
-                ),
-            }
-            .into());
+            return Err(OrderError::UnknownSku {
+                line: i,
+                sku: sku.chars().take(64).collect(),
+            });
         }
     }
     let lists = load::viewer_lists(db, &input.viewer).await?;

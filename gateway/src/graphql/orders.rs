@@ -625,6 +625,12 @@ fn order_error(err: OrderError) -> async_graphql::Error {
         OrderError::Pricing { line, sku, error } => {
             super::pricing::pricing_error(error, &sku, &format!("input.lines[{line}].quantity"))
         }
+        OrderError::UnknownSku { line, sku } => {
+            let field = format!("input.lines[{line}].sku");
+            ApiError::NotFound(format!("no variant {sku:?} on this channel ({field})"))
+                .extend()
+                .extend_with(move |_, ext| ext.set("field", field.as_str()))
+        }
     }
 }
 
@@ -633,29 +639,6 @@ fn input_error(err: OrderError, skus: &[String]) -> async_graphql::Error {
     match err {
         OrderError::Core(CoreError::InvalidInput { field, reason }) => {
             ApiError::bad_input(format!("input.{field}"), reason).extend()
-        }
-        // An unknown SKU names its line.
-        OrderError::Core(CoreError::NotFound {
-            entity: "variant",
-            key,
-        }) => {
-            let field = key
-                .split_once("(lines[")
-                .and_then(|(_, rest)| rest.split_once(']'))
-                .map(|(i, _)| format!("input.lines[{i}].sku"));
-            let sku = key.split(" (").next().unwrap_or_default().to_owned();
-            let error = ApiError::NotFound(format!(
-                "no variant {sku:?} on this channel{}",
-                field
-                    .as_ref()
-                    .map(|f| format!(" ({f})"))
-                    .unwrap_or_default()
-            ))
-            .extend();
-            match field {
-                Some(field) => error.extend_with(move |_, ext| ext.set("field", field.as_str())),
-                None => error,
-            }
         }
         OrderError::Core(CoreError::InsufficientStock { mut lines }) => {
             for line in &mut lines {
