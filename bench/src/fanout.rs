@@ -33,13 +33,13 @@
 //! one (the spawned gateway inherits it); 10,000 subscribers need `ulimit -Hn` above 10,300.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bench::gateway::{LogReport, Options, Spawned, default_binary};
 use bench::{Figures, millis, print_ratio};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
@@ -1104,57 +1104,8 @@ struct Server {
     url: String,
     pid: Option<u32>,
     token: String,
-    spawned: Option<Spawned>,
-}
-
-/// A gateway process this driver started, and what it leaves behind.
-struct Spawned {
-    child: Child,
-    database: PathBuf,
-    config: PathBuf,
-    log: Arc<Mutex<ServerLog>>,
-    log_path: PathBuf,
-}
-
-/// The spawned gateway's output: all of it in a file, its warnings and errors counted.
-struct ServerLog {
-    file: Option<std::fs::File>,
-    problems: usize,
-    quoted: Vec<String>,
-}
-
-impl ServerLog {
-    fn record(&mut self, line: &str, from_stderr: bool) {
-        if let Some(file) = &mut self.file {
-            let _ = writeln!(file, "{line}");
-        }
-        if from_stderr || line.contains(" WARN ") || line.contains(" ERROR ") {
-            self.problems += 1;
-            if self.quoted.len() < 2 * QUOTED {
-                self.quoted.push(quote(line));
-            }
-        }
-    }
-}
-
-/// What a stopped gateway logged.
-struct LogReport {
-    path: PathBuf,
-    problems: usize,
-    quoted: Vec<String>,
-}
-
-impl LogReport {
-    fn print(&self) {
-        println!(
-            "gateway log: {} warning/error line(s) ({})",
-            self.problems,
-            self.path.display()
-        );
-        for line in &self.quoted {
-            println!("  {line}");
-        }
-    }
+    /// The gateway this driver started, and its database file.
+    spawned: Option<(Spawned, PathBuf)>,
 }
 
 impl Server {
@@ -1179,45 +1130,21 @@ impl Server {
         }
         let secret = Secret::generate();
         let token = mint_admin(&secret)?;
-        let (spawned, url) = spawn_gateway(args, &secret)?;
+        let (spawned, database, url) = spawn_gateway(args, &secret)?;
         Ok(Server {
             url,
-            pid: Some(spawned.child.id()),
+            pid: Some(spawned.pid()),
             token,
-            spawned: Some(spawned),
+            spawned: Some((spawned, database)),
         })
     }
 
     /// Stops a spawned gateway (SIGTERM, then SIGKILL after 10 s) and removes its files.
     fn stop(self) -> Option<LogReport> {
-        let Spawned {
-            mut child,
-            database,
-            config,
-            log,
-            log_path,
-        } = self.spawned?;
-        if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-            // SAFETY: sends a signal to the child this driver started and has not reaped.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if matches!(child.try_wait(), Ok(None)) {
-            eprintln!("the gateway did not stop within 10 s of SIGTERM: killed");
-            let _ = child.kill();
-        }
-        let _ = child.wait();
+        let (spawned, database) = self.spawned?;
+        let report = spawned.stop();
         bench::remove_sqlite_file(&database);
-        let _ = std::fs::remove_file(&config);
-        let log = log.lock().expect("the log lock");
-        Some(LogReport {
-            path: log_path,
-            problems: log.problems,
-            quoted: log.quoted.clone(),
-        })
+        Some(report)
     }
 }
 
@@ -1229,126 +1156,31 @@ fn mint_admin(secret: &Secret) -> Result<String, String> {
     auth.mint(&claims).map_err(|err| err.to_string())
 }
 
-/// `gateway` beside this binary (both are built into `target/release`).
-fn default_gateway_bin() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("gateway")))
-        .unwrap_or_else(|| PathBuf::from("target/release/gateway"))
-}
-
-/// Starts `gateway serve --demo` on a random port and waits for its URL.
-fn spawn_gateway(args: &Args, secret: &Secret) -> Result<(Spawned, String), String> {
-    let binary = args.gateway_bin.clone().unwrap_or_else(default_gateway_bin);
-    if !binary.exists() {
-        return Err(format!(
-            "no gateway binary at {} (cargo build --release -p gateway, or pass --gateway-bin)",
-            binary.display()
-        ));
-    }
-    let name = format!("bench-fanout-{}", uuid::Uuid::new_v4().simple());
-    let temp = std::env::temp_dir();
-    let database = temp.join(format!("{name}.db"));
-    let config = temp.join(format!("{name}.toml"));
-    let log_path = temp.join(format!("{name}.log"));
+/// Starts `gateway serve --demo` on a fresh SQLite file and a random port; its URL.
+fn spawn_gateway(args: &Args, secret: &Secret) -> Result<(Spawned, PathBuf, String), String> {
+    let binary = args.gateway_bin.clone().unwrap_or_else(default_binary);
+    let database = bench::fresh_sqlite_file("bench-fanout");
     // Every socket holds a connection permit for as long as it is open: the cap must exceed
-    // the subscribers, with room for the HTTP client that sends the changes.
+    // the subscribers, with room for the HTTP client that sends the changes. Every socket
+    // comes from this one address: the socket caps go above N too.
     let max_connections = (args.subscribers as usize + 256).max(10_000);
-    std::fs::write(
-        &config,
-        // Every socket comes from this one address: the socket caps go above N too.
-        format!(
+    let started = Spawned::start(Options {
+        binary: &binary,
+        server_cpu: args.server_cpu.as_deref(),
+        log_filter: &args.server_log,
+        name: "bench-fanout",
+        config: format!(
             "[http]\nmax_connections = {max_connections}\n\n[websocket]\nmax_sockets = {max_connections}\nmax_sockets_per_client = {max_connections}\n"
         ),
-    )
-    .map_err(|err| format!("writing {}: {err}", config.display()))?;
-    let mut command = match &args.server_cpu {
-        Some(cpus) => {
-            let mut command = Command::new("taskset");
-            command.arg("-c").arg(cpus).arg(&binary);
-            command
-        }
-        None => Command::new(&binary),
-    };
-    command
-        .arg("serve")
-        .arg("--demo")
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--config")
-        .arg(&config)
-        .arg("--database-url")
-        .arg(bench::sqlite_url(&database))
-        .env("GATEWAY_JWT_SECRET", secret.expose())
-        .env("GATEWAY_LIMITS", "off")
-        .env("RUST_LOG", &args.server_log)
-        // One instance on its own: no shared limits or events from a Redis in the environment.
-        .env_remove("REDIS_URL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command
-        .spawn()
-        .map_err(|err| format!("starting {}: {err}", binary.display()))?;
-    let log = Arc::new(Mutex::new(ServerLog {
-        file: std::fs::File::create(&log_path).ok(),
-        problems: 0,
-        quoted: Vec::new(),
-    }));
-    let (found, url) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().expect("piped stdout");
-    let stderr = child.stderr.take().expect("piped stderr");
-    {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line
-                    .strip_prefix("GraphiQL: ")
-                    .and_then(|u| u.strip_suffix("/graphql"))
-                {
-                    let _ = found.send(url.to_owned());
-                }
-                log.lock().expect("the log lock").record(&line, false);
-            }
-        });
-    }
-    {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                log.lock().expect("the log lock").record(&line, true);
-            }
-        });
-    }
-    let spawned = Spawned {
-        child,
-        database,
-        config,
-        log,
-        log_path,
-    };
-    // The demo data is loaded before the gateway says where it listens.
-    match url.recv_timeout(Duration::from_secs(120)) {
-        Ok(url) => Ok((spawned, url)),
-        Err(_) => {
-            let quoted = spawned
-                .log
-                .lock()
-                .expect("the log lock")
-                .quoted
-                .join("\n  ");
-            let path = spawned.log_path.clone();
-            let server = Server {
-                url: String::new(),
-                pid: None,
-                token: String::new(),
-                spawned: Some(spawned),
-            };
-            server.stop();
-            Err(format!(
-                "the gateway did not start (log {}):\n  {quoted}",
-                path.display()
-            ))
+        database_url: &bench::sqlite_url(&database),
+        secret,
+        quoted: 2 * QUOTED,
+    });
+    match started {
+        Ok((spawned, url)) => Ok((spawned, database, url)),
+        Err(err) => {
+            bench::remove_sqlite_file(&database);
+            Err(err)
         }
     }
 }

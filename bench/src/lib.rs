@@ -2,6 +2,7 @@
 //! (`concurrency` connections, each sending its next request when the last one answered) and
 //! the figures it prints.
 
+pub mod gateway;
 pub mod scratch;
 
 use std::time::{Duration, Instant};

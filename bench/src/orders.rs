@@ -37,13 +37,13 @@
 //! when `--gateway-database-url` names it.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bench::gateway::{Options, Spawned, default_binary};
 use bench::scratch::Scratch;
 use bench::{Figures, Request, millis, print_ratio};
 use clap::{Parser, ValueEnum};
@@ -179,7 +179,7 @@ async fn on_scratch_database(backend: Backend, args: &Args) -> Result<bool, Stri
         ),
     };
     let (scratch, url) = Scratch::create(postgres, "orders").await?;
-    let outcome = match Spawned::start(args, &url) {
+    let outcome = match start_gateway(args, &url) {
         Ok((spawned, target)) => {
             // Ctrl-C still stops the gateway and drops the scratch database.
             let outcome = tokio::select! {
@@ -244,202 +244,30 @@ fn mint(secret: &Secret, role: Role, customer: Option<&str>) -> Result<String, S
     auth.mint(&claims).map_err(|err| err.to_string())
 }
 
-/// A gateway process this driver started, and what it leaves behind.
-struct Spawned {
-    child: Child,
-    config: PathBuf,
-    log: Arc<Mutex<ServerLog>>,
-    log_path: PathBuf,
-}
-
-/// The spawned gateway's output: all of it in a file, its warnings and errors counted.
-struct ServerLog {
-    file: Option<std::fs::File>,
-    problems: usize,
-    quoted: Vec<String>,
-}
-
-impl ServerLog {
-    fn record(&mut self, line: &str, from_stderr: bool) {
-        if let Some(file) = &mut self.file {
-            let _ = writeln!(file, "{line}");
-        }
-        if from_stderr || line.contains(" WARN ") || line.contains(" ERROR ") {
-            self.problems += 1;
-            if self.quoted.len() < QUOTED {
-                self.quoted.push(line.chars().take(300).collect());
-            }
-        }
-    }
-}
-
-/// What a stopped gateway logged.
-struct LogReport {
-    path: PathBuf,
-    problems: usize,
-    quoted: Vec<String>,
-}
-
-impl LogReport {
-    fn print(&self) {
-        println!(
-            "gateway log: {} warning/error line(s) ({})",
-            self.problems,
-            self.path.display()
-        );
-        for line in &self.quoted {
-            println!("  {line}");
-        }
-    }
-}
-
-impl Spawned {
-    /// Starts `gateway serve --demo` on `database_url` and a random port; waits for its URL.
-    fn start(args: &Args, database_url: &str) -> Result<(Spawned, Target), String> {
-        let binary = args.gateway_bin.clone().unwrap_or_else(default_gateway_bin);
-        if !binary.exists() {
-            return Err(format!(
-                "no gateway binary at {} (cargo build --release -p gateway, or pass \
-                 --gateway-bin)",
-                binary.display()
-            ));
-        }
-        let secret = Secret::generate();
-        let name = format!("bench-orders-{}", uuid::Uuid::new_v4().simple());
-        let temp = std::env::temp_dir();
-        let config = temp.join(format!("{name}.toml"));
-        let log_path = temp.join(format!("{name}.log"));
-        // Room for the driver's connections and then some.
-        let max_connections = (args.concurrency as usize * 4).max(1_000);
-        std::fs::write(
-            &config,
-            format!("[http]\nmax_connections = {max_connections}\n"),
-        )
-        .map_err(|err| format!("writing {}: {err}", config.display()))?;
-        let mut command = match &args.server_cpu {
-            Some(cpus) => {
-                let mut command = Command::new("taskset");
-                command.arg("-c").arg(cpus).arg(&binary);
-                command
-            }
-            None => Command::new(&binary),
-        };
-        command
-            .arg("serve")
-            .arg("--demo")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--config")
-            .arg(&config)
-            .env("DATABASE_URL", database_url)
-            .env("GATEWAY_JWT_SECRET", secret.expose())
-            .env("GATEWAY_LIMITS", "off")
-            .env("RUST_LOG", &args.server_log)
-            // One instance on its own: no shared limits or events from a Redis.
-            .env_remove("REDIS_URL")
-            .env_remove("GATEWAY_CONFIG")
-            .env_remove("GATEWAY_LISTEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command
-            .spawn()
-            .map_err(|err| format!("starting {}: {err}", binary.display()))?;
-        let log = Arc::new(Mutex::new(ServerLog {
-            file: std::fs::File::create(&log_path).ok(),
-            problems: 0,
-            quoted: Vec::new(),
-        }));
-        let (found, url) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if let Some(url) = line
-                        .strip_prefix("GraphiQL: ")
-                        .and_then(|u| u.strip_suffix("/graphql"))
-                    {
-                        let _ = found.send(url.to_owned());
-                    }
-                    log.lock().expect("the log lock").record(&line, false);
-                }
-            });
-        }
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    log.lock().expect("the log lock").record(&line, true);
-                }
-            });
-        }
-        let pid = child.id();
-        let spawned = Spawned {
-            child,
-            config,
-            log,
-            log_path,
-        };
-        // The demo data is loaded before the gateway says where it listens.
-        let url = match url.recv_timeout(Duration::from_secs(120)) {
-            Ok(url) => url,
-            Err(_) => {
-                let report = spawned.stop();
-                return Err(format!(
-                    "the gateway did not start (log {}):\n  {}",
-                    report.path.display(),
-                    report.quoted.join("\n  ")
-                ));
-            }
-        };
-        let target = Target {
-            url,
-            pid: Some(pid),
-            shopper: mint(&secret, Role::Shopper, Some(CUSTOMER))?,
-            admin: mint(&secret, Role::Admin, None)?,
-        };
-        Ok((spawned, target))
-    }
-
-    /// Stops the gateway (SIGTERM, then SIGKILL after 10 s) and removes its config file.
-    fn stop(self) -> LogReport {
-        let Spawned {
-            mut child,
-            config,
-            log,
-            log_path,
-        } = self;
-        if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-            // SAFETY: sends a signal to the child this driver started and has not reaped.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if matches!(child.try_wait(), Ok(None)) {
-            eprintln!("the gateway did not stop within 10 s of SIGTERM: killed");
-            let _ = child.kill();
-        }
-        let _ = child.wait();
-        let _ = std::fs::remove_file(&config);
-        let log = log.lock().expect("the log lock");
-        LogReport {
-            path: log_path,
-            problems: log.problems,
-            quoted: log.quoted.clone(),
-        }
-    }
-}
-
-/// `gateway` beside this binary (both are built into `target/release`).
-fn default_gateway_bin() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("gateway")))
-        .unwrap_or_else(|| PathBuf::from("target/release/gateway"))
+/// Starts `gateway serve --demo` on `database_url` and a random port, and mints the driver's
+/// tokens with the secret it was given.
+fn start_gateway(args: &Args, database_url: &str) -> Result<(Spawned, Target), String> {
+    let secret = Secret::generate();
+    let binary = args.gateway_bin.clone().unwrap_or_else(default_binary);
+    // Room for the driver's connections and then some.
+    let max_connections = (args.concurrency as usize * 4).max(1_000);
+    let (spawned, url) = Spawned::start(Options {
+        binary: &binary,
+        server_cpu: args.server_cpu.as_deref(),
+        log_filter: &args.server_log,
+        name: "bench-orders",
+        config: format!("[http]\nmax_connections = {max_connections}\n"),
+        database_url,
+        secret: &secret,
+        quoted: QUOTED,
+    })?;
+    let target = Target {
+        url,
+        pid: Some(spawned.pid()),
+        shopper: mint(&secret, Role::Shopper, Some(CUSTOMER))?,
+        admin: mint(&secret, Role::Admin, None)?,
+    };
+    Ok((spawned, target))
 }
 
 // ---- GraphQL calls of the set-up ----
