@@ -68,6 +68,41 @@ pub async fn load_channel_policy(
     Ok(ChannelPolicy { channel, locations })
 }
 
+/// Every channel with its locations (three statements for any number of channels), ordered
+/// by code: what the gateway's read model keeps in memory.
+pub async fn load_all_channel_policies(
+    db: &DatabaseConnection,
+) -> Result<Vec<ChannelPolicy>, CoreError> {
+    let channels = list_channels(db).await?;
+    let links = channel_location::Entity::find()
+        .order_by_asc(channel_location::Column::Priority)
+        .order_by_asc(channel_location::Column::LocationId)
+        .all(db)
+        .await?;
+    let by_id: HashMap<i64, stock_location::Model> = stock_location::Entity::find()
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|location| (location.id, location))
+        .collect();
+    Ok(channels
+        .into_iter()
+        .map(|channel| {
+            let locations = links
+                .iter()
+                .filter(|link| link.channel_id == channel.id)
+                .filter_map(|link| {
+                    Some(ChannelLocation {
+                        location: by_id.get(&link.location_id)?.clone(),
+                        priority: link.priority,
+                    })
+                })
+                .collect();
+            ChannelPolicy { channel, locations }
+        })
+        .collect())
+}
+
 /// Every channel, ordered by code.
 pub async fn list_channels(db: &DatabaseConnection) -> Result<Vec<channel::Model>, CoreError> {
     Ok(channel::Entity::find()

@@ -42,6 +42,44 @@ pub struct Config {
     pub websocket: WebsocketConfig,
     /// Idempotency keys of mutations.
     pub idempotency: IdempotencyConfig,
+    /// The in-memory read model and the response cache (`GATEWAY_READ_PATH=off` turns both
+    /// off).
+    pub read_path: ReadPathConfig,
+}
+
+/// `[read_path]`: what the storefront's reads are served from (DESIGN.md §8). Both parts are
+/// kept current by the events of every change (on every instance in cluster mode) and are
+/// never served when this instance may have missed one.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadPathConfig {
+    /// Keep channels, categories, product pages, variants, stock and price data in memory.
+    pub read_model: bool,
+    /// Cache whole anonymous query responses, dropped by exactly the events that touch them.
+    pub response_cache: bool,
+    /// Entries per part of the read model (pages, products, variants, stock, prices…), least
+    /// recently used out first (100 to 10,000,000).
+    pub max_entries: usize,
+    /// Responses the cache keeps at most (100 to 10,000,000).
+    pub cache_max_entries: usize,
+    /// Bytes of response bodies the cache keeps at most (1 MiB to 16 GiB).
+    pub cache_max_bytes: usize,
+    /// Seconds an entry lives at most, a backstop only: events drop entries when they change
+    /// (1 to 86,400).
+    pub ttl_secs: u64,
+}
+
+impl Default for ReadPathConfig {
+    fn default() -> Self {
+        Self {
+            read_model: true,
+            response_cache: true,
+            max_entries: 20_000,
+            cache_max_entries: 10_000,
+            cache_max_bytes: 64 * 1024 * 1024,
+            ttl_secs: 300,
+        }
+    }
 }
 
 /// `[idempotency]`: mutations sent with an `Idempotency-Key` header (or an `idempotencyKey`
@@ -218,6 +256,7 @@ impl Default for Config {
             inventory: InventoryConfig::default(),
             websocket: WebsocketConfig::default(),
             idempotency: IdempotencyConfig::default(),
+            read_path: ReadPathConfig::default(),
         }
     }
 }
@@ -460,6 +499,7 @@ impl Config {
             });
         }
         self.check_idempotency()?;
+        self.check_read_path()?;
         Ok(())
     }
 }
@@ -467,6 +507,39 @@ impl Config {
 impl Config {
     /// `[idempotency]`: a key lives one minute to 30 days; a repeat waits less than a request
     /// may take, so it gets its coded answer before the request timeout's 408.
+    fn check_read_path(&self) -> Result<(), ConfigError> {
+        let read = &self.read_path;
+        let checks: [(&'static str, bool, &str); 4] = [
+            (
+                "read_path.max_entries",
+                (100..=10_000_000).contains(&read.max_entries),
+                "must be between 100 and 10000000",
+            ),
+            (
+                "read_path.cache_max_entries",
+                (100..=10_000_000).contains(&read.cache_max_entries),
+                "must be between 100 and 10000000",
+            ),
+            (
+                "read_path.cache_max_bytes",
+                (1 << 20..=16 << 30).contains(&read.cache_max_bytes),
+                "must be between 1048576 (1 MiB) and 17179869184 (16 GiB)",
+            ),
+            (
+                "read_path.ttl_secs",
+                (1..=86_400).contains(&read.ttl_secs),
+                "must be between 1 and 86400",
+            ),
+        ];
+        match checks.into_iter().find(|(_, ok, _)| !ok) {
+            Some((key, _, reason)) => Err(ConfigError::Invalid {
+                key,
+                reason: reason.into(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     fn check_idempotency(&self) -> Result<(), ConfigError> {
         let idempotency = &self.idempotency;
         if !(60..=30 * 86_400).contains(&idempotency.ttl_secs) {

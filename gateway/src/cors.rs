@@ -140,9 +140,11 @@ pub struct CorsPolicy {
 /// Methods a cross-origin page may use.
 const ALLOW_METHODS: &str = "GET, POST";
 /// Request headers a cross-origin page may send besides the CORS-safelisted ones.
-const ALLOW_HEADERS: &str = "content-type, authorization, x-channel, idempotency-key";
+const ALLOW_HEADERS: &str =
+    "content-type, authorization, x-channel, idempotency-key, if-none-match";
 /// Response headers a cross-origin page may read besides the CORS-safelisted ones.
-const EXPOSE_HEADERS: &str = "x-request-id, retry-after, www-authenticate, idempotency-replayed";
+const EXPOSE_HEADERS: &str =
+    "x-request-id, retry-after, www-authenticate, idempotency-replayed, etag, cache-status";
 /// The headers a preflight answer depends on.
 const PREFLIGHT_VARY: &str =
     "origin, access-control-request-method, access-control-request-headers";

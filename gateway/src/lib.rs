@@ -14,7 +14,8 @@
 //!   cap, header-read and idle timeouts); [`cors`]: browser origins per channel
 //! - [`metrics`]: Prometheus metrics at `/metrics` and the per-request scope; [`log_budget`]:
 //!   bounded log lines per request; [`response_size`]: the response-size cap
-//! - [`bus`]: domain events announced after commit (in process for now)
+//! - [`bus`]: domain events announced after commit (in process, or between instances over
+//!   Redis); [`read_path`]: the in-memory read model and the event-exact response cache
 //! - [`config`]: typed configuration (file + env + flags); [`graphiql`]: the in-browser IDE,
 //!   its assets embedded (no CDN)
 
@@ -31,6 +32,7 @@ pub mod idempotency;
 pub mod limits;
 pub mod log_budget;
 pub mod metrics;
+pub mod read_path;
 pub mod response_size;
 pub mod server;
 pub mod shaping;

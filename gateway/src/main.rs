@@ -130,6 +130,18 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
         Ok(value) if value.eq_ignore_ascii_case("on") => config.limits.enabled = true,
         Ok(value) => anyhow::bail!("GATEWAY_LIMITS must be on or off, got {value:?}"),
     }
+    match std::env::var("GATEWAY_READ_PATH").as_deref().map(str::trim) {
+        Err(_) | Ok("") => {}
+        Ok(value) if value.eq_ignore_ascii_case("off") => {
+            config.read_path.read_model = false;
+            config.read_path.response_cache = false;
+        }
+        Ok(value) if value.eq_ignore_ascii_case("on") => {
+            config.read_path.read_model = true;
+            config.read_path.response_cache = true;
+        }
+        Ok(value) => anyhow::bail!("GATEWAY_READ_PATH must be on or off, got {value:?}"),
+    }
     Ok(config)
 }
 

@@ -43,6 +43,19 @@ pub const COST_SPENT_TOTAL: &str = "gateway_cost_spent_total";
 
 /// WebSockets open at `/graphql/ws` (a gauge).
 pub const WEBSOCKETS_OPEN: &str = "gateway_websockets_open";
+/// Read-model lookups: `result` (`hit`: answered from memory, `miss`: read the database).
+pub const READ_MODEL_LOOKUPS_TOTAL: &str = "gateway_read_model_lookups_total";
+/// Entries the read model keeps (a gauge): `part`.
+pub const READ_MODEL_ENTRIES: &str = "gateway_read_model_entries";
+/// Requests that read the database because this instance may have missed an event.
+pub const READ_PATH_BYPASSED_TOTAL: &str = "gateway_read_path_bypassed_total";
+/// Response-cache lookups: `result` (`hit`, `not_modified`, `miss`, `stored`).
+pub const RESPONSE_CACHE_TOTAL: &str = "gateway_response_cache_total";
+/// Cached responses dropped by events.
+pub const RESPONSE_CACHE_INVALIDATED_TOTAL: &str = "gateway_response_cache_invalidated_total";
+/// Responses and bytes the cache keeps (gauges).
+pub const RESPONSE_CACHE_ENTRIES: &str = "gateway_response_cache_entries";
+pub const RESPONSE_CACHE_BYTES: &str = "gateway_response_cache_bytes";
 
 /// Channels that get a label of their own.
 pub const KNOWN_CHANNELS: [&str; 4] = ["web", "mobile", "pos", "b2b"];
@@ -157,6 +170,61 @@ fn describe() {
         "Requested cost of the admitted operations, charged to their cost budgets"
     );
     metrics::describe_gauge!(WEBSOCKETS_OPEN, "WebSockets open at /graphql/ws");
+    metrics::describe_counter!(
+        READ_MODEL_LOOKUPS_TOTAL,
+        "Read-model lookups answered from memory (hit) or the database (miss)"
+    );
+    metrics::describe_gauge!(READ_MODEL_ENTRIES, "Entries the read model keeps, by part");
+    metrics::describe_counter!(
+        READ_PATH_BYPASSED_TOTAL,
+        "Requests that read the database because this instance may have missed an event"
+    );
+    metrics::describe_counter!(
+        RESPONSE_CACHE_TOTAL,
+        "Response-cache outcomes: hit, not_modified (304), miss, stored"
+    );
+    metrics::describe_counter!(
+        RESPONSE_CACHE_INVALIDATED_TOTAL,
+        "Cached responses dropped by stock, price and catalog events"
+    );
+    metrics::describe_gauge!(RESPONSE_CACHE_ENTRIES, "Responses the cache keeps");
+    metrics::describe_gauge!(
+        RESPONSE_CACHE_BYTES,
+        metrics::Unit::Bytes,
+        "Bytes of responses the cache keeps"
+    );
+}
+
+/// A read-model lookup answered from memory (`hit`) or not.
+pub fn read_model(hit: bool) {
+    metrics::counter!(READ_MODEL_LOOKUPS_TOTAL, "result" => if hit { "hit" } else { "miss" })
+        .increment(1);
+}
+
+/// Entries one part of the read model keeps.
+pub fn read_model_entries(part: &'static str, entries: usize) {
+    metrics::gauge!(READ_MODEL_ENTRIES, "part" => part).set(entries as f64);
+}
+
+/// A request read the database because this instance may have missed an event.
+pub fn read_path_bypassed() {
+    metrics::counter!(READ_PATH_BYPASSED_TOTAL).increment(1);
+}
+
+/// A response-cache outcome: `hit`, `not_modified`, `miss` or `stored`.
+pub fn response_cache(result: &'static str) {
+    metrics::counter!(RESPONSE_CACHE_TOTAL, "result" => result).increment(1);
+}
+
+/// Cached responses dropped by an event.
+pub fn response_cache_invalidated(entries: u64) {
+    metrics::counter!(RESPONSE_CACHE_INVALIDATED_TOTAL).increment(entries);
+}
+
+/// What the response cache keeps now.
+pub fn response_cache_size(entries: usize, bytes: usize) {
+    metrics::gauge!(RESPONSE_CACHE_ENTRIES).set(entries as f64);
+    metrics::gauge!(RESPONSE_CACHE_BYTES).set(bytes as f64);
 }
 
 /// A WebSocket was accepted at `/graphql/ws`.
@@ -170,7 +238,10 @@ pub fn websocket_closed() {
 }
 
 /// `GET /metrics`: the process's metrics in the Prometheus text format.
-pub async fn render() -> Response {
+pub async fn render(
+    axum::extract::State(state): axum::extract::State<crate::server::AppState>,
+) -> Response {
+    state.read_path.report();
     let body = install().render();
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))],

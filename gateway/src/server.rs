@@ -69,6 +69,8 @@ pub struct AppState {
     pub idempotency: crate::idempotency::Settings,
     /// The sockets open at `/graphql/ws`, in all and per client address.
     pub sockets: Arc<crate::transport::Sockets>,
+    /// The in-memory read model and the response cache (`[read_path]`), kept by the bus.
+    pub read_path: Arc<crate::read_path::ReadPath>,
     /// Turns `true` when the server stops: open subscriptions (sockets, multipart streams)
     /// end, so that clients reconnect to another instance and shutdown is not held up.
     pub closing: tokio::sync::watch::Receiver<bool>,
@@ -499,6 +501,9 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
     } else {
         None
     };
+    // After the demo data: the read model starts from what the database holds now.
+    let read_path = crate::read_path::ReadPath::new(&config.read_path, &bus);
+    read_path.warm(&db).await?;
     let (closing, closing_signal) = tokio::sync::watch::channel(false);
     let state = AppState {
         schema: build_schema(&config.graphql),
@@ -527,6 +532,7 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
             config.http.request_timeout_secs,
         ),
         sockets: Arc::default(),
+        read_path,
         closing: closing_signal,
     };
     let app = router(state.clone(), &config);

@@ -343,6 +343,12 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     // the safelist on (with the repository's operations folder).
     config.persisted.persisted_only_channels = Vec::new();
     config.persisted.operations_dir = operations_dir();
+    // `TEST_READ_PATH=off`: the whole suite without the read model and the response cache
+    // (what `.ci/run` also checks); a test's own configuration still decides last.
+    if read_path_off() {
+        config.read_path.read_model = false;
+        config.read_path.response_cache = false;
+    }
     configure(&mut config);
     let gateway = gateway::start(config, true)
         .await
@@ -353,6 +359,11 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         client: reqwest::Client::new(),
         database,
     }
+}
+
+/// Whether `TEST_READ_PATH=off` asks for the suite without the read path.
+pub fn read_path_off() -> bool {
+    std::env::var("TEST_READ_PATH").is_ok_and(|v| v.trim().eq_ignore_ascii_case("off"))
 }
 
 /// The repository's `operations/` folder (safelisted operations per channel).

@@ -13,10 +13,10 @@ pub use availability::{
     channel_available, location_available, stock_status,
 };
 pub use service::{
-    Adjustment, Lifetime, Owner, OwnerKind, ReserveRequest, Reserved, StockChange, StockIn, Swept,
-    Transfer, adjust, availability_for_variants, commit_reservation, extend_reservation,
-    holds_for_variants, load_policy_by_id, receive, release, release_expired, reservations_of,
-    reserve, return_stock, set_hold, transfer,
+    Adjustment, Lifetime, Owner, OwnerKind, ReserveRequest, Reserved, StockChange, StockIn,
+    StockRows, Swept, Transfer, adjust, availability_for_variants, commit_reservation,
+    extend_reservation, holds_for_variants, load_policy_by_id, receive, release, release_expired,
+    reservations_of, reserve, return_stock, set_hold, stock_rows, transfer,
 };
 
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};

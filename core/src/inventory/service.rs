@@ -738,6 +738,26 @@ pub async fn availability_for_variants(
     view: StockView,
     variant_ids: &[i64],
 ) -> Result<Vec<ChannelAvailability>, CoreError> {
+    let rows = stock_rows(db, variant_ids).await?;
+    Ok(variant_ids
+        .iter()
+        .map(|&id| channel_availability(policy, view, id, &rows.levels, &rows.holds))
+        .collect())
+}
+
+/// What availability is computed from: stock levels (at every location) and holds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StockRows {
+    /// Ordered by id.
+    pub levels: Vec<stock_level::Model>,
+    pub holds: Vec<stock_hold::Model>,
+}
+
+/// The stock levels and holds of `variant_ids`, two statements for any number of variants.
+pub async fn stock_rows(
+    db: &impl ConnectionTrait,
+    variant_ids: &[i64],
+) -> Result<StockRows, CoreError> {
     let ids: BTreeSet<i64> = variant_ids.iter().copied().collect();
     let levels = stock_level::Entity::find()
         .filter(stock_level::Column::VariantId.is_in(ids.iter().copied()))
@@ -748,10 +768,7 @@ pub async fn availability_for_variants(
         .filter(stock_hold::Column::VariantId.is_in(ids.iter().copied()))
         .all(db)
         .await?;
-    Ok(variant_ids
-        .iter()
-        .map(|&id| channel_availability(policy, view, id, &levels, &holds))
-        .collect())
+    Ok(StockRows { levels, holds })
 }
 
 // ---- reservations ----

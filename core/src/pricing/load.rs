@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
@@ -127,6 +128,39 @@ pub async fn channel_promotions(
         .all(db)
         .await?;
     Ok(promotions.into_iter().filter_map(promotion_info).collect())
+}
+
+/// The first instant after `now` at which an active price list or promotion opens or closes
+/// its window (`None`: no window edge ahead), compared in Rust (SQLite keeps timestamps as
+/// text). Resolved prices and list-price orders computed
+/// at `now` stay true until then, unless a change is published.
+pub async fn next_price_change(
+    db: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, CoreError> {
+    let lists = price_list::Entity::find()
+        .filter(price_list::Column::Active.eq(true))
+        .filter(
+            Condition::any()
+                .add(price_list::Column::ValidFrom.is_not_null())
+                .add(price_list::Column::ValidUntil.is_not_null()),
+        )
+        .all(db)
+        .await?;
+    let promotions = promotion::Entity::find()
+        .filter(promotion::Column::Active.eq(true))
+        .filter(
+            Condition::any()
+                .add(promotion::Column::StartsAt.is_not_null())
+                .add(promotion::Column::EndsAt.is_not_null()),
+        )
+        .all(db)
+        .await?;
+    let edges = lists
+        .iter()
+        .flat_map(|l| [l.valid_from, l.valid_until])
+        .chain(promotions.iter().flat_map(|p| [p.starts_at, p.ends_at]));
+    Ok(edges.flatten().filter(|edge| *edge > now).min())
 }
 
 /// What one variant's price depends on besides lists and promotions.

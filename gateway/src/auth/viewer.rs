@@ -1,6 +1,8 @@
 //! The viewer of a request: the verified token's claims and channel, or an anonymous viewer of
 //! the `X-Channel` channel; then the channel policy, the token's customer and store.
 
+use std::sync::Arc;
+
 use axum::http::{HeaderMap, header};
 use commerce_core::CoreError;
 use commerce_core::channels::{self, ChannelPolicy};
@@ -9,6 +11,7 @@ use commerce_core::pricing::load::customer_by_email;
 use super::tokens::{AuthError, Claims, Role, bearer_token};
 use crate::errors::code;
 use crate::graphql::Viewer;
+use crate::read_path::ReadModel;
 use crate::server::AppState;
 use crate::transport::{CHANNEL_HEADER, DEFAULT_CHANNEL};
 
@@ -29,28 +32,41 @@ pub(crate) fn header_channel(headers: &HeaderMap) -> Result<Option<String>, Refu
     }
 }
 
-pub(crate) async fn load_channel(state: &AppState, code: &str) -> Result<ChannelPolicy, Refusal> {
+pub(crate) async fn load_channel(
+    state: &AppState,
+    read: Option<&ReadModel>,
+    code: &str,
+) -> Result<Arc<ChannelPolicy>, Refusal> {
+    let unknown = |known: Vec<String>| {
+        Refusal::new(
+            code::UNKNOWN_CHANNEL,
+            format!(
+                "unknown channel {code:?}; known channels: {}",
+                known.join(", ")
+            ),
+        )
+    };
+    let failed = |err: CoreError| {
+        tracing::error!(error = %err, channel = %code, "loading the channel failed");
+        Refusal::internal()
+    };
+    if let Some(read) = read {
+        let all = read.channels(&state.db).await.map_err(failed)?;
+        return match all.by_code.get(code) {
+            Some(policy) => Ok(policy.clone()),
+            None => Err(unknown(all.codes.clone())),
+        };
+    }
     match channels::load_channel_policy(&state.db, code).await {
-        Ok(policy) => Ok(policy),
+        Ok(policy) => Ok(Arc::new(policy)),
         Err(CoreError::NotFound { .. }) => {
             let known = channels::list_channels(&state.db)
                 .await
-                .map(|all| {
-                    all.into_iter()
-                        .map(|c| c.code)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
+                .map(|all| all.into_iter().map(|c| c.code).collect())
                 .unwrap_or_default();
-            Err(Refusal::new(
-                code::UNKNOWN_CHANNEL,
-                format!("unknown channel {code:?}; known channels: {known}"),
-            ))
+            Err(unknown(known))
         }
-        Err(err) => {
-            tracing::error!(error = %err, channel = %code, "loading the channel failed");
-            Err(Refusal::internal())
-        }
+        Err(err) => Err(failed(err)),
     }
 }
 
@@ -97,10 +113,11 @@ pub(crate) fn authenticate(
 /// lookups).
 pub(crate) async fn resolve_viewer(
     state: &AppState,
+    read: Option<&ReadModel>,
     channel: &str,
     claims: Option<Claims>,
-) -> Result<(ChannelPolicy, Viewer), Refusal> {
-    let policy = load_channel(state, channel).await?;
+) -> Result<(Arc<ChannelPolicy>, Viewer), Refusal> {
+    let policy = load_channel(state, read, channel).await?;
     let Some(claims) = claims else {
         return Ok((policy, Viewer::default()));
     };

@@ -16,6 +16,7 @@ use super::inventory::{Availability, StockByVariant, StockLevel};
 use super::pricing::PriceDataByVariant;
 use super::{RequestLoader, request_context, request_data};
 use crate::errors::{ApiError, ApiResultExt};
+use crate::read_path::ReadModel;
 
 #[derive(Default)]
 pub struct CatalogQuery;
@@ -116,16 +117,40 @@ impl CatalogQuery {
             .transpose()
             .api()?;
         let filter = filter.unwrap_or_default().into_core().api()?;
-        let page = catalog::list_products(
-            &rc.db,
-            rc.channel.channel.id,
-            &filter,
-            sort,
-            after.as_ref(),
-            first as u64,
-        )
-        .await
+        let channel_id = rc.channel.channel.id;
+        let page = match &rc.read {
+            Some(read) => {
+                read.page(
+                    &rc.db,
+                    channel_id,
+                    &filter,
+                    sort,
+                    after.as_ref(),
+                    first as u64,
+                )
+                .await
+            }
+            None => catalog::list_products(
+                &rc.db,
+                channel_id,
+                &filter,
+                sort,
+                after.as_ref(),
+                first as u64,
+            )
+            .await
+            .map(Arc::new),
+        }
         .api()?;
+        rc.tag(|tags| {
+            tags.products(page.products.iter().map(|p| p.id));
+            if matches!(
+                sort,
+                catalog::ProductSort::PriceAsc | catalog::ProductSort::PriceDesc
+            ) {
+                tags.price_sorted();
+            }
+        });
         prime_page_loaders(ctx, &page.products).await.api()?;
         Ok(ProductConnection {
             cursors: page
@@ -133,7 +158,7 @@ impl CatalogQuery {
                 .iter()
                 .map(|cursor| encode_cursor(sort, cursor))
                 .collect(),
-            products: page.products,
+            products: page.products.clone(),
             has_next_page: page.has_next_page,
             has_previous_page: after.is_some(),
             filter,
@@ -153,9 +178,15 @@ impl CatalogQuery {
             _ => return Err(ApiError::bad_input("id", "give exactly one of id and slug")).api(),
         };
         let rc = request_context(ctx)?;
-        let found = catalog::find_visible_product(&rc.db, rc.channel.channel.id, &key)
-            .await
-            .api()?;
+        let channel_id = rc.channel.channel.id;
+        let found = match &rc.read {
+            Some(read) => read.product(&rc.db, channel_id, &key).await,
+            None => catalog::find_visible_product(&rc.db, channel_id, &key).await,
+        }
+        .api()?;
+        if let Some(product) = &found {
+            rc.tag(|tags| tags.products([product.id]));
+        }
         Ok(found.map(Product))
     }
 
@@ -166,9 +197,18 @@ impl CatalogQuery {
         sku: String,
     ) -> async_graphql::Result<Option<Variant>> {
         let rc = request_context(ctx)?;
-        let found = catalog::find_visible_variant(&rc.db, rc.channel.channel.id, &sku)
-            .await
-            .api()?;
+        let channel_id = rc.channel.channel.id;
+        let found = match &rc.read {
+            Some(read) => read.variant_by_sku(&rc.db, channel_id, &sku).await,
+            None => catalog::find_visible_variant(&rc.db, channel_id, &sku).await,
+        }
+        .api()?;
+        if let Some(variant) = &found {
+            rc.tag(|tags| {
+                tags.products([variant.product_id]);
+                tags.variant(variant.id);
+            });
+        }
         Ok(found.map(Variant))
     }
 
@@ -176,6 +216,30 @@ impl CatalogQuery {
     async fn categories(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Category>> {
         let tree = CategoryTree::of(ctx).await.api()?;
         Ok(tree.iter().cloned().map(Category).collect())
+    }
+}
+
+/// Catalog administration.
+#[derive(Default)]
+pub struct CatalogMutation;
+
+#[Object]
+impl CatalogMutation {
+    /// Tells every gateway instance that catalog rows (products, variants, listings,
+    /// categories, channels or locations) changed outside this API, for example by an import
+    /// or a direct database edit: each instance drops its read model and cached responses and
+    /// reads them again from the database. Admin only. Answers `true` once this instance has
+    /// dropped them and the announcement is on its way to the others.
+    async fn announce_catalog_change(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        let rc = request_context(ctx)?;
+        if !rc.viewer.admin {
+            return Err(ApiError::Forbidden(
+                "announcing a catalog change needs an admin token".into(),
+            ))
+            .api();
+        }
+        rc.bus.publish(crate::bus::Event::CatalogChanged);
+        Ok(true)
     }
 }
 
@@ -219,9 +283,12 @@ impl ProductConnection {
     /// How many products match the filter on this channel, over all pages.
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
         let rc = request_context(ctx)?;
-        catalog::count_products(&rc.db, rc.channel.channel.id, &self.filter)
-            .await
-            .api()
+        let channel_id = rc.channel.channel.id;
+        match &rc.read {
+            Some(read) => read.count(&rc.db, channel_id, &self.filter).await,
+            None => catalog::count_products(&rc.db, channel_id, &self.filter).await,
+        }
+        .api()
     }
 }
 
@@ -337,6 +404,7 @@ impl Variant {
     /// Availability on the request's channel: exact quantities for POS and B2B; web and mobile
     /// show a status, with a quantity only when stock is low ("2 left").
     async fn availability(&self, ctx: &Context<'_>) -> async_graphql::Result<Availability> {
+        request_context(ctx)?.tag(|tags| tags.variant(self.0.id));
         Availability::of_variant(ctx, self.0.id).await
     }
     /// The price of `quantity` units for the request's viewer (customer, company and group
@@ -350,6 +418,7 @@ impl Variant {
         ctx: &Context<'_>,
         quantity: Option<i32>,
     ) -> async_graphql::Result<Option<super::pricing::Price>> {
+        request_context(ctx)?.tag(|tags| tags.priced(self.0.id));
         super::pricing::price_of(ctx, &self.0, quantity, "quantity")
             .await
             .map(Some)
@@ -360,6 +429,7 @@ impl Variant {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<Vec<super::pricing::PriceTier>> {
+        request_context(ctx)?.tag(|tags| tags.priced(self.0.id));
         super::pricing::tiers_of(ctx, &self.0).await
     }
     /// The quantities this viewer may buy (min, max, increment), when a rule limits them.
@@ -367,6 +437,7 @@ impl Variant {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<Option<super::pricing::QuantityRule>> {
+        request_context(ctx)?.tag(|tags| tags.priced(self.0.id));
         super::pricing::quantity_rule_of(ctx, &self.0).await
     }
     /// Exact stock per location feeding the channel: for POS clerks on `pos` and for admins
@@ -375,6 +446,7 @@ impl Variant {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<Option<Vec<StockLevel>>> {
+        request_context(ctx)?.tag(|tags| tags.variant(self.0.id));
         StockLevel::of_variant(ctx, self.0.id).await.map(Some)
     }
 }
@@ -509,6 +581,7 @@ where
 /// Loads the variants of many products in one statement.
 pub struct VariantsByProduct {
     pub db: DatabaseConnection,
+    pub read: Option<Arc<ReadModel>>,
 }
 
 impl Loader<i64> for VariantsByProduct {
@@ -516,6 +589,13 @@ impl Loader<i64> for VariantsByProduct {
     type Error = ApiError;
 
     async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
+        if let Some(read) = &self.read {
+            let kept = read.variants_of_products(&self.db, keys).await?;
+            return Ok(kept
+                .into_iter()
+                .map(|(id, variants)| (id, variants.as_ref().clone()))
+                .collect());
+        }
         let mut grouped: HashMap<i64, Vec<variant::Model>> = HashMap::new();
         for variant in catalog::variants_of_products(&self.db, keys).await? {
             grouped.entry(variant.product_id).or_default().push(variant);
@@ -527,6 +607,7 @@ impl Loader<i64> for VariantsByProduct {
 /// Loads many products visible on one channel in one statement.
 pub struct ProductsById {
     pub db: DatabaseConnection,
+    pub read: Option<Arc<ReadModel>>,
     pub channel_id: i64,
 }
 
@@ -535,7 +616,13 @@ impl Loader<i64> for ProductsById {
     type Error = ApiError;
 
     async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
-        let products = catalog::visible_products_by_ids(&self.db, self.channel_id, keys).await?;
+        let products = match &self.read {
+            Some(read) => {
+                read.products_by_ids(&self.db, self.channel_id, keys)
+                    .await?
+            }
+            None => catalog::visible_products_by_ids(&self.db, self.channel_id, keys).await?,
+        };
         Ok(products.into_iter().map(|p| (p.id, p)).collect())
     }
 }
@@ -543,13 +630,15 @@ impl Loader<i64> for ProductsById {
 /// The category tree, loaded at most once per request (it is small and every product needs it).
 pub struct CategoryTree {
     db: DatabaseConnection,
+    read: Option<Arc<ReadModel>>,
     tree: OnceCell<Arc<Vec<category::Model>>>,
 }
 
 impl CategoryTree {
-    pub fn new(db: DatabaseConnection) -> Self {
+    pub fn new(db: DatabaseConnection, read: Option<Arc<ReadModel>>) -> Self {
         Self {
             db,
+            read,
             tree: OnceCell::new(),
         }
     }
@@ -561,7 +650,12 @@ impl CategoryTree {
 
     pub async fn get(&self) -> Result<&Arc<Vec<category::Model>>, ApiError> {
         self.tree
-            .get_or_try_init(|| async { Ok(Arc::new(catalog::list_categories(&self.db).await?)) })
+            .get_or_try_init(|| async {
+                Ok(match &self.read {
+                    Some(read) => read.categories(&self.db).await?,
+                    None => Arc::new(catalog::list_categories(&self.db).await?),
+                })
+            })
             .await
     }
 }

@@ -198,6 +198,7 @@ impl From<&ChannelLocation> for StockLocation {
 /// holds, two statements ([`inventory::availability_for_variants`]).
 pub struct StockByVariant {
     pub db: DatabaseConnection,
+    pub read: Option<Arc<crate::read_path::ReadModel>>,
     pub channel: Arc<ChannelPolicy>,
 }
 
@@ -211,8 +212,25 @@ impl Loader<i64> for StockByVariant {
             StockVisibility::Exact => StockView::Exact,
             StockVisibility::PerLocation => StockView::PerLocation,
         };
-        let seen =
-            inventory::availability_for_variants(&self.db, &self.channel, view, keys).await?;
-        Ok(seen.into_iter().map(|a| (a.variant_id, a)).collect())
+        let Some(read) = &self.read else {
+            let seen =
+                inventory::availability_for_variants(&self.db, &self.channel, view, keys).await?;
+            return Ok(seen.into_iter().map(|a| (a.variant_id, a)).collect());
+        };
+        // The same rule over the rows kept in memory.
+        let rows = read.stock_rows(&self.db, keys).await?;
+        Ok(keys
+            .iter()
+            .map(|&id| {
+                let seen = inventory::channel_availability(
+                    &self.channel,
+                    view,
+                    id,
+                    &rows.levels,
+                    &rows.holds,
+                );
+                (id, seen)
+            })
+            .collect())
     }
 }

@@ -16,7 +16,8 @@
 //!   anywhere and POS clerks at their own store.
 //! * `setStockHold` (admin only) keeps units of a SKU for one channel, at one location or
 //!   anywhere, which other channels can neither sell nor reserve; quantity 0 removes the hold.
-//!   A hold changes no stock level, so it writes no ledger entry and publishes nothing.
+//!   A hold changes no stock level, so it writes no ledger entry; it publishes
+//!   [`Event::StockHoldsChanged`] (availability changed).
 //! * Each calls one core function of [`commerce_core::inventory`], which validates and
 //!   writes (ledger included) in one transaction; once it has committed, the changed levels
 //!   are published as [`Event::StockChanged`]. A failed mutation changes and publishes
@@ -727,6 +728,10 @@ impl InventoryMutation {
             .await,
             &Names::default(),
         )?;
+        // No stock level changed, but availability did: read models and caches drop it.
+        context.bus.publish(Event::StockHoldsChanged {
+            variant_ids: vec![variant.id],
+        });
         Ok(StockHold {
             sku: variant.sku,
             channel: channel.code,

@@ -42,6 +42,7 @@ pub struct Query(
 /// Every root mutation field.
 #[derive(MergedObject, Default)]
 pub struct Mutation(
+    catalog::CatalogMutation,
     pricing_admin::PricingMutation,
     inventory_admin::InventoryMutation,
     orders::OrderMutation,
@@ -77,6 +78,10 @@ pub struct RequestContext {
     /// The request's idempotency key (the `Idempotency-Key` header or an input's
     /// `idempotencyKey`), for mutations that require one.
     pub idempotency_key: Option<String>,
+    /// The in-memory read model, when this request may use it ([`crate::read_path`]).
+    pub read: Option<Arc<crate::read_path::ReadModel>>,
+    /// What the response shows, when it may be cached.
+    pub tags: Option<Arc<crate::read_path::TagCollector>>,
 }
 
 /// Who is asking, beyond the channel: anonymous, or what a verified token says
@@ -109,31 +114,46 @@ impl Viewer {
 }
 
 impl RequestContext {
+    /// Records what the response shows, when it may be cached.
+    pub(crate) fn tag(&self, record: impl FnOnce(&crate::read_path::TagCollector)) {
+        if let Some(tags) = &self.tags {
+            record(tags);
+        }
+    }
+
     /// The request's data: this context plus fresh DataLoaders (no cross-request caching, so
     /// a request never sees another's stale rows).
     pub fn into_request_data(self, request: async_graphql::Request) -> async_graphql::Request {
         let db = self.db.clone();
         let channel_id = self.channel.channel.id;
+        let read = self.read.clone();
         let session = Arc::new(pricing::PricingSession::new(
             db.clone(),
+            read.clone(),
             self.viewer.price_viewer(&self.channel),
         ));
         request
             .data(loader(pricing::PriceDataByVariant {
                 db: db.clone(),
+                read: read.clone(),
                 session: session.clone(),
             }))
             .data(session)
-            .data(loader(catalog::VariantsByProduct { db: db.clone() }))
+            .data(loader(catalog::VariantsByProduct {
+                db: db.clone(),
+                read: read.clone(),
+            }))
             .data(loader(catalog::ProductsById {
                 db: db.clone(),
+                read: read.clone(),
                 channel_id,
             }))
             .data(loader(inventory::StockByVariant {
                 db: db.clone(),
+                read: read.clone(),
                 channel: self.channel.clone(),
             }))
-            .data(catalog::CategoryTree::new(db))
+            .data(catalog::CategoryTree::new(db, read))
             .data(self)
     }
 }

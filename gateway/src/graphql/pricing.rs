@@ -99,6 +99,7 @@ fn parse_decimal(text: &str) -> Option<Decimal> {
 /// of the prices, and the lists and promotions that may apply (each loaded at most once).
 pub struct PricingSession {
     db: DatabaseConnection,
+    read: Option<Arc<crate::read_path::ReadModel>>,
     pub viewer: PriceViewer,
     pub now: DateTime<Utc>,
     lists: OnceCell<Arc<Vec<PriceListInfo>>>,
@@ -106,9 +107,14 @@ pub struct PricingSession {
 }
 
 impl PricingSession {
-    pub fn new(db: DatabaseConnection, viewer: PriceViewer) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        read: Option<Arc<crate::read_path::ReadModel>>,
+        viewer: PriceViewer,
+    ) -> Self {
         Self {
             db,
+            read,
             viewer,
             now: Utc::now(),
             lists: OnceCell::new(),
@@ -119,7 +125,10 @@ impl PricingSession {
     pub async fn lists(&self) -> Result<&Arc<Vec<PriceListInfo>>, ApiError> {
         self.lists
             .get_or_try_init(|| async {
-                Ok(Arc::new(load::viewer_lists(&self.db, &self.viewer).await?))
+                Ok(match &self.read {
+                    Some(read) => read.lists(&self.db, &self.viewer).await?,
+                    None => Arc::new(load::viewer_lists(&self.db, &self.viewer).await?),
+                })
             })
             .await
     }
@@ -127,9 +136,11 @@ impl PricingSession {
     pub async fn promotions(&self) -> Result<&Arc<Vec<PromotionInfo>>, ApiError> {
         self.promotions
             .get_or_try_init(|| async {
-                Ok(Arc::new(
-                    load::channel_promotions(&self.db, self.viewer.channel_id).await?,
-                ))
+                let channel_id = self.viewer.channel_id;
+                Ok(match &self.read {
+                    Some(read) => read.promotions(&self.db, channel_id).await?,
+                    None => Arc::new(load::channel_promotions(&self.db, channel_id).await?),
+                })
             })
             .await
     }
@@ -138,6 +149,7 @@ impl PricingSession {
 /// Loads the price entries and quantity rules of many variants in the viewer's lists.
 pub struct PriceDataByVariant {
     pub db: DatabaseConnection,
+    pub read: Option<Arc<crate::read_path::ReadModel>>,
     pub session: Arc<PricingSession>,
 }
 
@@ -148,7 +160,10 @@ impl Loader<i64> for PriceDataByVariant {
     async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
         let lists = self.session.lists().await?;
         let list_ids: Vec<i64> = lists.iter().map(|l| l.id).collect();
-        let mut data = load::variant_price_data(&self.db, &list_ids, keys).await?;
+        let mut data = match &self.read {
+            Some(read) => read.price_data(&self.db, &list_ids, keys).await?,
+            None => load::variant_price_data(&self.db, &list_ids, keys).await?,
+        };
         // Every key gets a value, so a variant without prices is cached as such.
         for key in keys {
             data.entry(*key).or_default();

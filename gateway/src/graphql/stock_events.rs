@@ -320,7 +320,12 @@ impl Watch {
                 Ok(Event::EventsMissed) => {
                     self.queue.push_back(StockEvent::refetch(None));
                 }
-                Ok(Event::PricesChanged { .. } | Event::OrderStatusChanged { .. }) => {}
+                Ok(
+                    Event::PricesChanged { .. }
+                    | Event::OrderStatusChanged { .. }
+                    | Event::StockHoldsChanged { .. }
+                    | Event::CatalogChanged,
+                ) => {}
                 Err(RecvError::Lagged(missed)) => {
                     self.queue.push_back(StockEvent::refetch(Some(missed)));
                 }

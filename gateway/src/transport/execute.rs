@@ -87,6 +87,9 @@ pub(crate) struct Prepared {
     apq: Option<(String, String, String)>,
     /// A mutation sent with an idempotency key: its scope, key and request hash.
     pub(crate) idempotency: Option<crate::idempotency::Keyed>,
+    /// An anonymous query of catalog root fields over plain HTTP: what its response shows,
+    /// recorded while it runs, for the response cache.
+    tags: Option<Arc<crate::read_path::TagCollector>>,
 }
 
 impl Prepared {
@@ -98,7 +101,14 @@ impl Prepared {
         {
             complete_response(response, &self.document, &operation.node);
         }
-        if with_cost && let Some(size) = &self.size {
+        if with_cost {
+            self.report_cost(response);
+        }
+    }
+
+    /// Reports the operation's cost and the caller's budget in `extensions.cost`.
+    fn report_cost(&self, response: &mut async_graphql::Response) {
+        if let Some(size) = &self.size {
             report_cost(response, size, self.budget);
         }
     }
@@ -121,6 +131,7 @@ pub(crate) async fn prepare(
     caller: &Caller,
     params: GraphqlParams,
     arrival: Arrival,
+    scope: &crate::read_path::ReadScope,
 ) -> Result<(async_graphql::Request, Prepared), Rejection> {
     let channel_code = caller.channel.as_str();
     // The document: the request's text, or a persisted operation named by its hash; on
@@ -255,7 +266,13 @@ pub(crate) async fn prepare(
             "a request with an idempotency key runs exactly one mutation field; send each mutation with its own key",
         ));
     }
-    let (policy, viewer) = resolve_viewer(state, channel_code, caller.claims.clone()).await?;
+    let (policy, viewer) = resolve_viewer(
+        state,
+        scope.model.as_deref(),
+        channel_code,
+        caller.claims.clone(),
+    )
+    .await?;
     crate::metrics::resolved_channel(&policy.channel.code);
     // The schema is documentation for admins (and everyone in demo mode), not for scrapers.
     if !state.introspection_for_all
@@ -289,14 +306,27 @@ pub(crate) async fn prepare(
         request = request.operation_name(name.clone());
     }
     request.set_parsed_query(document.clone());
+    // The response cache takes anonymous queries of catalog root fields over plain HTTP.
+    let tags = (scope.cache.is_some()
+        && caller.claims.is_none()
+        && arrival != Arrival::Stream
+        && operation.is_some_and(|op| {
+            op.node.ty == OperationType::Query
+                && root_field_names(&document, &op.node.selection_set.node)
+                    .into_iter()
+                    .all(crate::read_path::cache::cacheable_root)
+        }))
+    .then(Arc::default);
     let context = RequestContext {
         db: state.db.clone(),
-        channel: Arc::new(policy),
+        channel: policy,
         config: graphql_config,
         viewer,
         bus: state.bus.clone(),
         sku_names: state.sku_names.clone(),
         idempotency_key: idempotency.as_ref().map(|keyed| keyed.key.clone()),
+        read: scope.model.clone(),
+        tags: tags.clone(),
     };
     Ok((
         context.into_request_data(request),
@@ -308,6 +338,7 @@ pub(crate) async fn prepare(
             budget,
             apq,
             idempotency,
+            tags,
         },
     ))
 }
@@ -349,11 +380,32 @@ pub(crate) async fn execute(
     arrival: Arrival,
     media: ResponseMedia,
 ) -> Response {
-    let prepared = match admit(state, headers, client_ip).await {
-        Ok(caller) => prepare(state, &caller, params, arrival).await,
-        Err(rejection) => Err(rejection),
+    let caller = match admit(state, headers, client_ip).await {
+        Ok(caller) => caller,
+        Err(rejection) => return rejection.into_response(media),
     };
-    let (request, mut prepared) = match prepared {
+    let scope = state.read_path.scope().await;
+    // An anonymous request may be answered from the response cache, before anything else.
+    // `Cache-Control: no-cache` asks for a fresh answer (kept for the next one);
+    // `no-store` keeps the cache out of the request altogether.
+    let directive = cache_directive(headers);
+    let cached = scope
+        .cache
+        .as_ref()
+        .filter(|_| caller.claims.is_none() && directive != Some(Directive::NoStore))
+        .and_then(|cache| Some((cache.clone(), cache_key(&caller, &params)?)));
+    if let Some((cache, key)) = &cached {
+        if directive.is_none()
+            && let Some(entry) = cache.get(key)
+        {
+            return cached_response(state, &caller, &entry, headers, media).await;
+        }
+        crate::metrics::response_cache("miss");
+    }
+    // Taken before the operation reads anything: a change applied while it runs keeps its
+    // response out of the cache.
+    let ticket = cached.as_ref().map(|(cache, _)| cache.ticket());
+    let (request, mut prepared) = match prepare(state, &caller, params, arrival, &scope).await {
         Ok(prepared) => prepared,
         Err(rejection) => return rejection.into_response(media),
     };
@@ -362,10 +414,198 @@ pub(crate) async fn execute(
         return execute_once(state, request, prepared, keyed, media).await;
     }
     let mut response = state.schema.execute(request).await;
-    prepared.finish(&mut response, true);
+    if prepared.operation_type == Some(OperationType::Mutation) {
+        // Its events have reached Redis before the client can read from another instance.
+        state.bus.flushed().await;
+    }
+    prepared.finish(&mut response, false);
+    let stored = match (cached, ticket, prepared.tags.take()) {
+        (Some((cache, key)), Some(ticket), Some(tags)) if response.errors.is_empty() => {
+            let cost = crate::read_path::cache::Cost {
+                requested: prepared.size.as_ref().map_or(0, |size| size.cost),
+                actual: analysis::actual_cost(&response.data),
+            };
+            store(state, &cache, ticket, key, &response, cost, tags.take()).await
+        }
+        _ => None,
+    };
+    prepared.report_cost(&mut response);
     prepared.register_apq(state, &response).await;
+    if let Some(entry) = stored {
+        crate::metrics::response_cache("stored");
+        if holds_entry(headers, &entry) {
+            // The client already holds what was just stored.
+            let mut sent = StatusCode::NOT_MODIFIED.into_response();
+            validators(&mut sent, &entry, "miss; stored");
+            return sent;
+        }
+        let mut sent = render(response, media, state.max_response_bytes);
+        validators(&mut sent, &entry, "miss; stored");
+        return sent;
+    }
     render(response, media, state.max_response_bytes)
 }
+
+/// Whether the request's `If-None-Match` names the entry's `ETag`.
+fn holds_entry(headers: &HeaderMap, entry: &crate::read_path::cache::Entry) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| crate::read_path::cache::matches_if_none_match(value, &entry.etag))
+}
+
+/// What a request's `Cache-Control` asks of the response cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Directive {
+    /// `no-cache` (or `max-age=0`): not answered from the cache.
+    NoCache,
+    /// `no-store`: neither answered from nor kept in the cache.
+    NoStore,
+}
+
+fn cache_directive(headers: &HeaderMap) -> Option<Directive> {
+    let mut found = None;
+    for value in headers.get_all(header::CACHE_CONTROL) {
+        for directive in value.to_str().unwrap_or("").split(',') {
+            let directive = directive.trim().to_ascii_lowercase();
+            match directive.as_str() {
+                "no-store" => return Some(Directive::NoStore),
+                "no-cache" | "max-age=0" => found = Some(Directive::NoCache),
+                _ => {}
+            }
+        }
+    }
+    found
+}
+
+/// The cache key of an anonymous request: its channel, document (or persisted hash),
+/// operation name and variables. `None`: nothing to key on.
+fn cache_key(caller: &Caller, params: &GraphqlParams) -> Option<String> {
+    let hash;
+    let document = match &params.query {
+        Some(query) => query.as_str(),
+        None => {
+            hash = params
+                .extensions
+                .as_ref()?
+                .pointer("/persistedQuery/sha256Hash")?
+                .as_str()?
+                .to_owned();
+            hash.as_str()
+        }
+    };
+    let persisted = params.query.is_none();
+    Some(crate::read_path::cache::key(
+        &format!("{}{}", caller.channel, if persisted { "#" } else { "" }),
+        document,
+        params.operation_name.as_deref(),
+        params.variables.as_ref(),
+    ))
+}
+
+/// Keeps an executed response (completed, without its cost report) in the cache, unless a
+/// change came in while it ran. Its entry ends at the next price window edge when it shows
+/// prices or a list-price order.
+async fn store(
+    state: &AppState,
+    cache: &crate::read_path::ResponseCache,
+    ticket: crate::read_path::memo::Ticket,
+    key: String,
+    response: &async_graphql::Response,
+    cost: crate::read_path::cache::Cost,
+    tags: crate::read_path::Tags,
+) -> Option<Arc<crate::read_path::cache::Entry>> {
+    let body = render::ResponseBody::data_only(response);
+    let body = crate::response_size::to_json_capped(&body, state.max_response_bytes).ok()?;
+    let until = if tags.priced || tags.price_sorted {
+        let edge = match &state.read_path.model {
+            Some(model) => model.price_horizon_instant(&state.db).await,
+            None => crate::read_path::model::price_horizon(&state.db).await,
+        };
+        match edge {
+            Ok(edge) => edge,
+            Err(err) => {
+                tracing::warn!(error = %err, "reading the next price window edge failed; the response is not cached");
+                return None;
+            }
+        }
+    } else {
+        None
+    };
+    cache.put(ticket, key, body.into(), cost, tags, until)
+}
+
+/// A cached response: `304 Not Modified` when the client holds it (`If-None-Match`), else
+/// the stored body with this answer's cost report. The cost is charged like a run's (the
+/// budget is the caller's, whoever did the work), so a refusal is the same as without the
+/// cache.
+async fn cached_response(
+    state: &AppState,
+    caller: &Caller,
+    entry: &crate::read_path::cache::Entry,
+    headers: &HeaderMap,
+    media: ResponseMedia,
+) -> Response {
+    crate::metrics::resolved_channel(&caller.channel);
+    crate::metrics::operation_type(OperationType::Query);
+    let budget = match state
+        .limits
+        .charge_cost(&caller.channel, &caller.client, entry.requested_cost)
+        .await
+    {
+        Ok(budget) => budget,
+        Err(limited) => {
+            return Rejection::rate_limited(&limited, crate::metrics::LimitKind::Cost)
+                .into_response(media);
+        }
+    };
+    crate::metrics::cost_charged(entry.requested_cost);
+    let mut response = if holds_entry(headers, entry) {
+        crate::metrics::response_cache("not_modified");
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        crate::metrics::response_cache("hit");
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(media.content_type()),
+            )],
+            with_cost_report(entry, budget),
+        )
+            .into_response()
+    };
+    validators(&mut response, entry, "hit");
+    response
+}
+
+/// The stored body `{"data":…}` with `extensions.cost` as [`report_cost`] writes it.
+fn with_cost_report(entry: &crate::read_path::cache::Entry, budget: Budget) -> Vec<u8> {
+    use std::io::Write;
+    let body = &entry.body[..entry.body.len().saturating_sub(1)];
+    let mut out = Vec::with_capacity(body.len() + 128);
+    out.extend_from_slice(body);
+    let _ = write!(
+        out,
+        r#","extensions":{{"cost":{{"requested":{},"actual":{},"budget":{{"max":{},"remaining":{},"restoreRate":{}}}}}}}}}"#,
+        entry.requested_cost, entry.actual_cost, budget.max, budget.remaining, budget.restore_rate
+    );
+    out
+}
+
+/// The `ETag` of a cacheable response, and `Cache-Status` (RFC 9211) saying how it was served.
+fn validators(response: &mut Response, entry: &crate::read_path::cache::Entry, status: &str) {
+    let headers = response.headers_mut();
+    if let Ok(etag) = HeaderValue::from_str(&entry.etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    if let Ok(status) = HeaderValue::from_str(&format!("gateway; {status}")) {
+        headers.insert(CACHE_STATUS, status);
+    }
+}
+
+/// The `Cache-Status` response header (RFC 9211).
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// A keyed mutation ([`crate::idempotency`]): claims its key (waiting while a first request
 /// with it runs), replays a stored response, or runs it and stores the response as sent. The
@@ -442,6 +682,8 @@ async fn execute_once(
                 response = state.schema.execute(request) => response,
                 () = heartbeat => unreachable!("the heartbeat never ends"),
             };
+            // Its events have reached Redis before the client can read from another instance.
+            state.bus.flushed().await;
             prepared.finish(&mut response, true);
             prepared.register_apq(&state, &response).await;
             let rendered = render_body(response, state.max_response_bytes);
@@ -523,6 +765,8 @@ pub async fn execute_as(
         bus: state.bus.clone(),
         sku_names: state.sku_names.clone(),
         idempotency_key: None,
+        read: state.read_path.scope().await.model,
+        tags: None,
     };
     let mut response = state
         .schema
@@ -540,34 +784,45 @@ fn root_fields(
     document: &ExecutableDocument,
     set: &async_graphql::parser::types::SelectionSet,
 ) -> usize {
-    fn count<'a>(
+    root_field_names(document, set).len()
+}
+
+/// The names of the fields an operation selects at its root, fragments followed (each
+/// fragment once).
+fn root_field_names<'a>(
+    document: &'a ExecutableDocument,
+    set: &'a async_graphql::parser::types::SelectionSet,
+) -> Vec<&'a str> {
+    fn collect<'a>(
         document: &'a ExecutableDocument,
         set: &'a async_graphql::parser::types::SelectionSet,
         seen: &mut Vec<&'a str>,
-    ) -> usize {
+        names: &mut Vec<&'a str>,
+    ) {
         use async_graphql::parser::types::Selection;
-        set.items
-            .iter()
-            .map(|item| match &item.node {
-                Selection::Field(_) => 1,
+        for item in &set.items {
+            match &item.node {
+                Selection::Field(field) => names.push(field.node.name.node.as_str()),
                 Selection::InlineFragment(inline) => {
-                    count(document, &inline.node.selection_set.node, seen)
+                    collect(document, &inline.node.selection_set.node, seen, names);
                 }
                 Selection::FragmentSpread(spread) => {
                     let name = spread.node.fragment_name.node.as_str();
                     if seen.contains(&name) {
-                        return 0;
+                        continue;
                     }
                     seen.push(name);
-                    document
-                        .fragments
-                        .get(&spread.node.fragment_name.node)
-                        .map_or(0, |f| count(document, &f.node.selection_set.node, seen))
+                    if let Some(fragment) = document.fragments.get(&spread.node.fragment_name.node)
+                    {
+                        collect(document, &fragment.node.selection_set.node, seen, names);
+                    }
                 }
-            })
-            .sum()
+            }
+        }
     }
-    count(document, set, &mut Vec::new())
+    let mut names = Vec::new();
+    collect(document, set, &mut Vec::new(), &mut names);
+    names
 }
 
 /// The configured operation limits.

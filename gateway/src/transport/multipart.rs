@@ -67,7 +67,10 @@ pub(crate) async fn respond(
     let json = negotiate(http::header_str(headers, header::ACCEPT));
     let media = json.unwrap_or(ResponseMedia::Json);
     let prepared = match admit(state, headers, client_ip).await {
-        Ok(caller) => prepare(state, &caller, params, Arrival::Stream).await,
+        Ok(caller) => {
+            let scope = state.read_path.scope().await;
+            prepare(state, &caller, params, Arrival::Stream, &scope).await
+        }
         Err(rejection) => Err(rejection),
     };
     let (request, prepared) = match prepared {

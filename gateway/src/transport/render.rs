@@ -134,3 +134,14 @@ pub(crate) struct ResponseBody<'a> {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     extensions: &'a BTreeMap<String, Value>,
 }
+
+impl<'a> ResponseBody<'a> {
+    /// The body of a response that ran without errors, as the response cache keeps it.
+    pub(crate) fn data_only(response: &'a async_graphql::Response) -> Self {
+        Self {
+            data: Some(&response.data),
+            errors: &[],
+            extensions: &response.extensions,
+        }
+    }
+}

@@ -532,9 +532,17 @@ impl Connection {
         let admitted = match admit(&self.state, &headers, self.client_ip).await {
             // The channel and the token's customer and store must resolve too: a socket is
             // refused at once, not at its first operation.
-            Ok(caller) => resolve_viewer(&self.state, &caller.channel, caller.claims.clone())
+            Ok(caller) => {
+                let read = self.state.read_path.scope().await.model;
+                resolve_viewer(
+                    &self.state,
+                    read.as_deref(),
+                    &caller.channel,
+                    caller.claims.clone(),
+                )
                 .await
-                .map(|_| caller),
+                .map(|_| caller)
+            }
             Err(rejection) => Err(rejection),
         };
         match admitted {
@@ -757,7 +765,10 @@ async fn run_operation(
 ) {
     let prepared = match charge_request(&state, &caller.channel, &caller.client).await {
         // Boxed: preparing is large and short; a subscription's task lives long.
-        Ok(()) => Box::pin(prepare(&state, &caller, params, Arrival::Stream)).await,
+        Ok(()) => {
+            let scope = state.read_path.scope().await;
+            Box::pin(prepare(&state, &caller, params, Arrival::Stream, &scope)).await
+        }
         Err(rejection) => Err(rejection),
     };
     let results = match prepared {

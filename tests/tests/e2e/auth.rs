@@ -315,6 +315,11 @@ async fn introspection_is_for_admins_outside_demo_mode() {
     commerce_core::demo::seed_if_empty(&gateway.state.db)
         .await
         .unwrap();
+    // Written behind the gateway's back: announced, as `announceCatalogChange` does.
+    gateway
+        .state
+        .bus
+        .publish(gateway::bus::Event::CatalogChanged);
     let introspection = "{ __schema { queryType { name } } }";
     let anonymous = Client::new(gateway.url())
         .query(introspection, json!({}))

@@ -19,6 +19,7 @@ mod orders;
 mod persisted;
 mod pricing;
 mod pricing_admin;
+mod read_path;
 mod schema;
 mod shaping;
 mod sorting;

@@ -51,7 +51,14 @@ async fn statements_for(app: &e2e::TestApp, channel: &str, query: &str, first: i
 async fn a_catalog_page_costs_the_same_statements_for_10_and_50_products() {
     // Its own gateway: the counter must see this test's requests only (and no sweep of
     // expired reservations runs while it counts).
-    let app = spawn_app_with(|config| config.inventory.sweep_interval_secs = 3600).await;
+    // The database path (the read model answers repeated reads from memory; its own tests
+    // are in read_path.rs).
+    let app = spawn_app_with(|config| {
+        config.inventory.sweep_interval_secs = 3600;
+        config.read_path.read_model = false;
+        config.read_path.response_cache = false;
+    })
+    .await;
     // Exact counts, so a statement more (or a batch split by timing) fails the test:
     // channel (3) + products + variants + categories + stock (2) = 8 (parent products come
     // from the page itself); stock is the core's channel availability, one batched statement
