@@ -111,7 +111,9 @@ pub fn complete_response(
         document,
         shape,
         errors: &response.errors,
+        track: !response.errors.is_empty(),
         collected: RefCell::default(),
+        last: RefCell::default(),
     };
     let mut data = std::mem::take(&mut response.data);
     // async-graphql answers an operation whose every root field was skipped (`@skip`) with
@@ -155,13 +157,24 @@ struct Collected<'d> {
     sub_selections: Vec<&'d SelectionSet>,
 }
 
+/// The response keys of some selection sets on one object type, with each key's field type.
+type Shaped<'a> = Rc<Vec<(Collected<'a>, Option<&'a Type>)>>;
+
+/// Selection sets (by address) and the object type they shape.
+type ShapeKey<'a> = (Vec<usize>, Option<&'a str>);
+
 struct Walker<'a> {
     document: &'a ExecutableDocument,
     shape: &'a SchemaShape,
     errors: &'a [ServerError],
-    /// Response keys per selection sets (by address), collected once and reused for every
+    /// Whether any error was reported: only then do paths matter (a response without errors
+    /// needs ordering only, and its walk allocates no path).
+    track: bool,
+    /// Response keys per selection sets and object type, collected once and reused for every
     /// object they shape: every item of a list shares its selection sets.
-    collected: RefCell<HashMap<Vec<usize>, Rc<Vec<Collected<'a>>>>>,
+    collected: RefCell<HashMap<ShapeKey<'a>, Shaped<'a>>>,
+    /// The last entry used, looked up without hashing (consecutive list items share it).
+    last: RefCell<Option<(ShapeKey<'a>, Shaped<'a>)>>,
 }
 
 impl<'a> Walker<'a> {
@@ -230,37 +243,96 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// The response keys and field types of `selections` on `type_name`.
+    fn shaped(&self, selections: &[&'a SelectionSet], type_name: Option<&'a str>) -> Shaped<'a> {
+        let same = |key: &ShapeKey<'a>| {
+            key.1 == type_name
+                && key.0.len() == selections.len()
+                && key
+                    .0
+                    .iter()
+                    .zip(selections)
+                    .all(|(a, b)| *a == std::ptr::from_ref(*b) as usize)
+        };
+        if let Some((key, shaped)) = &*self.last.borrow()
+            && same(key)
+        {
+            return Rc::clone(shaped);
+        }
+        let key: ShapeKey<'a> = (
+            selections
+                .iter()
+                .map(|set| std::ptr::from_ref(*set) as usize)
+                .collect(),
+            type_name,
+        );
+        let shaped = Rc::clone(
+            self.collected
+                .borrow_mut()
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    Rc::new(
+                        self.collect(selections)
+                            .into_iter()
+                            .map(|c| {
+                                let ty = self.shape.field(type_name, c.field);
+                                (c, ty)
+                            })
+                            .collect(),
+                    )
+                }),
+        );
+        *self.last.borrow_mut() = Some((key, Rc::clone(&shaped)));
+        shaped
+    }
+
     fn object(
         &self,
         mut map: Object,
         selections: &[&'a SelectionSet],
-        type_name: Option<&str>,
+        type_name: Option<&'a str>,
         path: &mut Vec<PathSegment>,
     ) -> Result<Object, Bubble> {
+        let all = self.shaped(selections, type_name);
+        // Without errors, an object already in selection order is completed in place (no
+        // field can fail, so nothing becomes null).
+        let in_order = !self.track
+            && map.len() == all.len()
+            && map
+                .keys()
+                .zip(all.iter())
+                .all(|(key, (collected, _))| key == collected.key);
+        if in_order {
+            for (value, (collected, ty)) in map.values_mut().zip(all.iter()) {
+                let taken = std::mem::take(value);
+                *value = match self.value(taken, *ty, &collected.sub_selections, path) {
+                    Ok(completed) => completed,
+                    Err(Bubble) if ty.is_none_or(|t| t.nullable) => Value::Null,
+                    Err(Bubble) => return Err(Bubble),
+                };
+            }
+            return Ok(map);
+        }
         let mut out = Object::with_capacity(map.len());
-        let key: Vec<usize> = selections
-            .iter()
-            .map(|set| std::ptr::from_ref(*set) as usize)
-            .collect();
-        let all = Rc::clone(
-            self.collected
-                .borrow_mut()
-                .entry(key)
-                .or_insert_with(|| Rc::new(self.collect(selections))),
-        );
-        for collected in all.iter() {
-            let ty = self.shape.field(type_name, collected.field);
-            path.push(PathSegment::Field(collected.key.to_string()));
+        for (collected, ty) in all.iter() {
+            let ty = *ty;
+            if self.track {
+                path.push(PathSegment::Field(collected.key.to_string()));
+            }
             let completed = match map.swap_remove(collected.key.as_str()) {
                 Some(value) => self.value(value, ty, &collected.sub_selections, path),
                 // Absent without an error: skipped by @skip / @include or a type condition.
                 None if !self.failed_at_or_below(path) => {
-                    path.pop();
+                    if self.track {
+                        path.pop();
+                    }
                     continue;
                 }
                 None => Err(Bubble),
             };
-            path.pop();
+            if self.track {
+                path.pop();
+            }
             match completed {
                 Ok(value) => {
                     out.insert(collected.key.clone(), value);
@@ -279,7 +351,7 @@ impl<'a> Walker<'a> {
     fn value(
         &self,
         value: Value,
-        ty: Option<&Type>,
+        ty: Option<&'a Type>,
         selections: &[&'a SelectionSet],
         path: &mut Vec<PathSegment>,
     ) -> Result<Value, Bubble> {
@@ -292,9 +364,13 @@ impl<'a> Walker<'a> {
                 };
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.into_iter().enumerate() {
-                    path.push(PathSegment::Index(i));
+                    if self.track {
+                        path.push(PathSegment::Index(i));
+                    }
                     let completed = self.value(item, item_type, selections, path);
-                    path.pop();
+                    if self.track {
+                        path.pop();
+                    }
                     match completed {
                         Ok(item) => out.push(item),
                         Err(Bubble) if item_type.is_none_or(|t| t.nullable) => {

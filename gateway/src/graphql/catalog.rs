@@ -353,7 +353,7 @@ impl Product {
     async fn variants(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Variant>> {
         let loader = request_data::<RequestLoader<VariantsByProduct>>(ctx).api()?;
         let variants = loader.load_one(self.0.id).await.api()?.unwrap_or_default();
-        Ok(variants.into_iter().map(Variant).collect())
+        Ok(variants.iter().cloned().map(Variant).collect())
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
@@ -525,7 +525,11 @@ pub(crate) async fn prime_page_loaders(
     }
     let product_ids: Vec<i64> = products.iter().map(|p| p.id).collect();
     let by_product = prime_list_loader::<VariantsByProduct, _>(ctx, &product_ids).await?;
-    let variant_ids: Vec<i64> = by_product.values().flatten().map(|v| v.id).collect();
+    let variant_ids: Vec<i64> = by_product
+        .values()
+        .flat_map(|variants| variants.iter())
+        .map(|v| v.id)
+        .collect();
     if variants_field.iter().any(|v| v.field("product").exists()) {
         let page = products.iter().map(|p| (p.id, p.clone()));
         request_data::<RequestLoader<ProductsById>>(ctx)?
@@ -564,10 +568,10 @@ pub(crate) async fn prime_page_loaders(
 async fn prime_list_loader<T, V>(
     ctx: &Context<'_>,
     keys: &[i64],
-) -> Result<HashMap<i64, Vec<V>>, ApiError>
+) -> Result<HashMap<i64, Arc<Vec<V>>>, ApiError>
 where
-    T: Loader<i64, Value = Vec<V>, Error = ApiError>,
-    V: Clone + Send + Sync + 'static,
+    T: Loader<i64, Value = Arc<Vec<V>>, Error = ApiError>,
+    V: Send + Sync + 'static,
 {
     let loader = request_data::<RequestLoader<T>>(ctx)?;
     let loaded = loader.loader().load(keys).await?;
@@ -585,22 +589,22 @@ pub struct VariantsByProduct {
 }
 
 impl Loader<i64> for VariantsByProduct {
-    type Value = Vec<variant::Model>;
+    /// Shared, not copied, between the loader's cache and its readers.
+    type Value = Arc<Vec<variant::Model>>;
     type Error = ApiError;
 
     async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
         if let Some(read) = &self.read {
-            let kept = read.variants_of_products(&self.db, keys).await?;
-            return Ok(kept
-                .into_iter()
-                .map(|(id, variants)| (id, variants.as_ref().clone()))
-                .collect());
+            return Ok(read.variants_of_products(&self.db, keys).await?);
         }
         let mut grouped: HashMap<i64, Vec<variant::Model>> = HashMap::new();
         for variant in catalog::variants_of_products(&self.db, keys).await? {
             grouped.entry(variant.product_id).or_default().push(variant);
         }
-        Ok(grouped)
+        Ok(grouped
+            .into_iter()
+            .map(|(id, variants)| (id, Arc::new(variants)))
+            .collect())
     }
 }
 

@@ -217,11 +217,11 @@ impl Loader<i64> for StockByVariant {
                 inventory::availability_for_variants(&self.db, &self.channel, view, keys).await?;
             return Ok(seen.into_iter().map(|a| (a.variant_id, a)).collect());
         };
-        // The same rule over the rows kept in memory.
+        // The same rule over each variant's rows kept in memory.
         let rows = read.stock_rows(&self.db, keys).await?;
-        Ok(keys
+        Ok(rows
             .iter()
-            .map(|&id| {
+            .map(|(&id, rows)| {
                 let seen = inventory::channel_availability(
                     &self.channel,
                     view,

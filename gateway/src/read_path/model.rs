@@ -307,19 +307,19 @@ impl ReadModel {
         Ok(out)
     }
 
-    /// The stock rows of each variant ([`commerce_core::inventory::stock_rows`]).
+    /// The stock rows of each variant ([`commerce_core::inventory::stock_rows`]): its levels
+    /// at every location and its holds; every variant gets an answer.
     pub async fn stock_rows(
         &self,
         db: &DatabaseConnection,
         variant_ids: &[i64],
-    ) -> Result<StockRows, CoreError> {
-        let mut rows = StockRows::default();
+    ) -> Result<HashMap<i64, Arc<StockRows>>, CoreError> {
+        let mut out = HashMap::with_capacity(variant_ids.len());
         let mut missing = Vec::new();
         for &id in variant_ids {
             match self.stock.get(&id) {
                 Some(kept) => {
-                    rows.levels.extend(kept.levels.iter().cloned());
-                    rows.holds.extend(kept.holds.iter().cloned());
+                    out.insert(id, kept);
                 }
                 None => missing.push(id),
             }
@@ -328,27 +328,27 @@ impl ReadModel {
         if !missing.is_empty() {
             let ticket = self.stock.ticket();
             let loaded = commerce_core::inventory::stock_rows(db, &missing).await?;
-            for id in &missing {
-                let own = StockRows {
-                    levels: loaded
-                        .levels
-                        .iter()
-                        .filter(|l| l.variant_id == *id)
-                        .cloned()
-                        .collect(),
-                    holds: loaded
-                        .holds
-                        .iter()
-                        .filter(|h| h.variant_id == *id)
-                        .cloned()
-                        .collect(),
-                };
-                self.stock.put(ticket, *id, Arc::new(own));
+            let mut own: HashMap<i64, StockRows> = missing
+                .iter()
+                .map(|id| (*id, StockRows::default()))
+                .collect();
+            for level in loaded.levels {
+                if let Some(rows) = own.get_mut(&level.variant_id) {
+                    rows.levels.push(level);
+                }
             }
-            rows.levels.extend(loaded.levels);
-            rows.holds.extend(loaded.holds);
+            for hold in loaded.holds {
+                if let Some(rows) = own.get_mut(&hold.variant_id) {
+                    rows.holds.push(hold);
+                }
+            }
+            for (id, rows) in own {
+                let rows = Arc::new(rows);
+                self.stock.put(ticket, id, rows.clone());
+                out.insert(id, rows);
+            }
         }
-        Ok(rows)
+        Ok(out)
     }
 
     /// The viewer's price lists ([`load::viewer_lists`]).
