@@ -438,7 +438,9 @@ mod tests {
             document: &document,
             shape: &shape,
             errors: &errors,
+            track: !errors.is_empty(),
             collected: RefCell::default(),
+            last: RefCell::default(),
         };
         let Value::Object(map) = Value::from_json(data).unwrap() else {
             panic!("object data");
