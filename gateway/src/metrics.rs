@@ -43,6 +43,8 @@ pub const COST_SPENT_TOTAL: &str = "gateway_cost_spent_total";
 
 /// WebSockets open at `/graphql/ws` (a gauge).
 pub const WEBSOCKETS_OPEN: &str = "gateway_websockets_open";
+/// Live subscriptions started: `shared` (`joined`: a running execution, `started`: a new one).
+pub const SUBSCRIPTIONS_TOTAL: &str = "gateway_subscriptions_total";
 /// Read-model lookups: `result` (`hit`: answered from memory, `miss`: read the database).
 pub const READ_MODEL_LOOKUPS_TOTAL: &str = "gateway_read_model_lookups_total";
 /// Entries the read model keeps (a gauge): `part`.
@@ -171,6 +173,10 @@ fn describe() {
     );
     metrics::describe_gauge!(WEBSOCKETS_OPEN, "WebSockets open at /graphql/ws");
     metrics::describe_counter!(
+        SUBSCRIPTIONS_TOTAL,
+        "Shared stockChanged subscriptions: joined a running execution, or started one"
+    );
+    metrics::describe_counter!(
         READ_MODEL_LOOKUPS_TOTAL,
         "Read-model lookups answered from memory (hit) or the database (miss)"
     );
@@ -193,6 +199,12 @@ fn describe() {
         metrics::Unit::Bytes,
         "Bytes of responses the cache keeps"
     );
+}
+
+/// A shareable subscription joined a running execution (`true`) or started one.
+pub fn subscription_shared(joined: bool) {
+    metrics::counter!(SUBSCRIPTIONS_TOTAL, "shared" => if joined { "joined" } else { "started" })
+        .increment(1);
 }
 
 /// A read-model lookup answered from memory (`hit`) or not.

@@ -83,6 +83,8 @@ pub struct Shared {
     pub sockets: Arc<crate::transport::Sockets>,
     /// The in-memory read model and the response cache (`[read_path]`), kept by the bus.
     pub read_path: Arc<crate::read_path::ReadPath>,
+    /// Live subscriptions that share one execution ([`crate::transport::Fanout`]).
+    pub fanout: crate::transport::Fanout,
     /// Turns `true` when the server stops: open subscriptions (sockets, multipart streams)
     /// end, so that clients reconnect to another instance and shutdown is not held up.
     pub closing: tokio::sync::watch::Receiver<bool>,
@@ -545,6 +547,7 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
         ),
         sockets: Arc::default(),
         read_path,
+        fanout: Default::default(),
         closing: closing_signal,
     }));
     let app = router(state.clone(), &config);

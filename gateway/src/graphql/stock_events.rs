@@ -203,7 +203,15 @@ impl StockSubscription {
         if let Some(since) = since {
             watch.replay(since).await?;
         }
-        Ok(futures_util::stream::unfold(watch, Watch::next))
+        let live = futures_util::stream::unfold(watch, Watch::next);
+        // A shared subscription's hub first renders the REFETCH event its lagging members get.
+        let probe = ctx
+            .data_opt::<crate::transport::RefetchProbe>()
+            .map(|_| StockEvent::refetch(None));
+        Ok(futures_util::StreamExt::chain(
+            futures_util::stream::iter(probe),
+            live,
+        ))
     }
 }
 

@@ -78,10 +78,10 @@ pub(crate) enum Arrival {
 /// for the executor travels beside it).
 pub(crate) struct Prepared {
     pub(crate) document: ExecutableDocument,
-    operation_name: Option<String>,
+    pub(crate) operation_name: Option<String>,
     pub(crate) operation_type: Option<OperationType>,
-    size: Option<OperationSize>,
-    budget: Option<Budget>,
+    pub(crate) size: Option<OperationSize>,
+    pub(crate) budget: Option<Budget>,
     /// An automatic persisted query sent with its text: `(channel, hash, text)`, kept once it
     /// has run.
     apq: Option<(String, String, String)>,
@@ -571,26 +571,17 @@ async fn cached_response(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(media.content_type()),
             )],
-            with_cost_report(entry, budget),
+            render::with_cost(
+                std::str::from_utf8(&entry.body).unwrap_or_default(),
+                entry.requested_cost,
+                entry.actual_cost,
+                budget,
+            ),
         )
             .into_response()
     };
     validators(&mut response, entry, "hit");
     response
-}
-
-/// The stored body `{"data":…}` with `extensions.cost` as [`report_cost`] writes it.
-fn with_cost_report(entry: &crate::read_path::cache::Entry, budget: Budget) -> Vec<u8> {
-    use std::io::Write;
-    let body = &entry.body[..entry.body.len().saturating_sub(1)];
-    let mut out = Vec::with_capacity(body.len() + 128);
-    out.extend_from_slice(body);
-    let _ = write!(
-        out,
-        r#","extensions":{{"cost":{{"requested":{},"actual":{},"budget":{{"max":{},"remaining":{},"restoreRate":{}}}}}}}}}"#,
-        entry.requested_cost, entry.actual_cost, budget.max, budget.remaining, budget.restore_rate
-    );
-    out
 }
 
 /// The `ETag` of a cacheable response, and `Cache-Status` (RFC 9211) saying how it was served.
@@ -789,7 +780,7 @@ fn root_fields(
 
 /// The names of the fields an operation selects at its root, fragments followed (each
 /// fragment once).
-fn root_field_names<'a>(
+pub(crate) fn root_field_names<'a>(
     document: &'a ExecutableDocument,
     set: &'a async_graphql::parser::types::SelectionSet,
 ) -> Vec<&'a str> {
@@ -902,6 +893,31 @@ pub(crate) fn missing_variable(
 /// WebSocket): `Err` with the `errors` list when it failed validation (a request error, or the
 /// WebSocket's `error` message: never a result followed by `complete`), else its results, each
 /// completed and rendered to its JSON text (the first with the operation's cost).
+/// Prepares an operation that arrived on a stream transport (WebSocket, `multipart/mixed`)
+/// and starts its results: a live `stockChanged` joins the execution it shares with identical
+/// subscriptions ([`super::fanout`]); anything else runs on its own. Errors: the refusal.
+pub(crate) async fn start_operation(
+    state: &AppState,
+    caller: &Caller,
+    params: GraphqlParams,
+) -> Result<futures_util::stream::BoxStream<'static, String>, serde_json::Value> {
+    use futures_util::StreamExt;
+
+    let scope = state.read_path.scope().await;
+    let shared_params = params.clone();
+    let (request, prepared) = match prepare(state, caller, params, Arrival::Stream, &scope).await {
+        Ok(prepared) => prepared,
+        Err(rejection) => {
+            crate::metrics::error_code(rejection.code());
+            return Err(rejection.errors());
+        }
+    };
+    match super::fanout::key(caller, &shared_params, &prepared) {
+        Some(key) => super::fanout::join(state, key, request, prepared).await,
+        None => start_stream(state, request, prepared).map(StreamExt::boxed),
+    }
+}
+
 pub(crate) fn start_stream(
     state: &AppState,
     request: async_graphql::Request,

@@ -4,6 +4,7 @@
 use super::*;
 
 /// A GraphQL request as it arrives over HTTP, before execution.
+#[derive(Clone)]
 pub(crate) struct GraphqlParams {
     /// Absent when the request names a persisted operation by its hash.
     pub(crate) query: Option<String>,

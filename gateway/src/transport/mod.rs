@@ -11,6 +11,7 @@
 //! - [`render`]: the response as the spec shapes it, bounded
 
 mod execute;
+mod fanout;
 mod http;
 mod multipart;
 mod rejection;
@@ -18,7 +19,11 @@ mod render;
 mod ws;
 
 pub use self::execute::execute_as;
-use self::execute::{Arrival, Caller, admit, charge_request, execute, prepare, start_stream};
+use self::execute::{
+    Arrival, Caller, Prepared, admit, charge_request, execute, prepare, root_field_names,
+    start_operation, start_stream,
+};
+pub use self::fanout::{Fanout, RefetchProbe};
 pub use self::http::{GetParams, graphql_get, graphql_post};
 use self::http::{GraphqlParams, params_from_json};
 pub(crate) use self::rejection::Rejection;

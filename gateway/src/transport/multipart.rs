@@ -66,14 +66,17 @@ pub(crate) async fn respond(
 ) -> Response {
     let json = negotiate(http::header_str(headers, header::ACCEPT));
     let media = json.unwrap_or(ResponseMedia::Json);
+    let shared_params = params.clone();
     let prepared = match admit(state, headers, client_ip).await {
         Ok(caller) => {
             let scope = state.read_path.scope().await;
-            prepare(state, &caller, params, Arrival::Stream, &scope).await
+            prepare(state, &caller, params, Arrival::Stream, &scope)
+                .await
+                .map(|prepared| (caller, prepared))
         }
         Err(rejection) => Err(rejection),
     };
-    let (request, prepared) = match prepared {
+    let (caller, (request, prepared)) = match prepared {
         Ok(prepared) => prepared,
         Err(rejection) => return rejection.into_response(media),
     };
@@ -83,8 +86,13 @@ pub(crate) async fn respond(
         prepared.register_apq(state, &response).await;
         return render(response, media, state.max_response_bytes);
     }
-    let results = match start_stream(state, request, prepared) {
-        Ok(results) => results.boxed(),
+    // A live `stockChanged` shares its execution with identical subscriptions.
+    let started = match super::fanout::key(&caller, &shared_params, &prepared) {
+        Some(key) => super::fanout::join(state, key, request, prepared).await,
+        None => start_stream(state, request, prepared).map(StreamExt::boxed),
+    };
+    let results = match started {
+        Ok(results) => results,
         Err(errors) => {
             crate::metrics::error_code(code::GRAPHQL_VALIDATION_FAILED);
             return with_media(

@@ -145,3 +145,24 @@ impl<'a> ResponseBody<'a> {
         }
     }
 }
+
+/// `body` (`{"data":…}`) with `extensions.cost` as [`super::execute::report_cost`] writes it:
+/// for answers rendered once and sent to many (the response cache, shared subscriptions).
+/// Unchanged when it has extensions already.
+pub(crate) fn with_cost(
+    body: &str,
+    requested: u64,
+    actual: u64,
+    budget: crate::limits::Budget,
+) -> String {
+    if body.contains("\"extensions\":") || !body.ends_with('}') {
+        return body.to_owned();
+    }
+    format!(
+        r#"{},"extensions":{{"cost":{{"requested":{requested},"actual":{actual},"budget":{{"max":{},"remaining":{},"restoreRate":{}}}}}}}}}"#,
+        &body[..body.len() - 1],
+        budget.max,
+        budget.remaining,
+        budget.restore_rate
+    )
+}

@@ -763,23 +763,16 @@ async fn run_operation(
     run: u64,
     outbox: mpsc::Sender<Outgoing>,
 ) {
-    let prepared = match charge_request(&state, &caller.channel, &caller.client).await {
+    let results = match charge_request(&state, &caller.channel, &caller.client).await {
         // Boxed: preparing is large and short; a subscription's task lives long.
-        Ok(()) => {
-            let scope = state.read_path.scope().await;
-            Box::pin(prepare(&state, &caller, params, Arrival::Stream, &scope)).await
-        }
-        Err(rejection) => Err(rejection),
-    };
-    let results = match prepared {
-        Ok((request, prepared)) => start_stream(&state, request, prepared),
+        Ok(()) => Box::pin(start_operation(&state, &caller, params)).await,
         Err(rejection) => {
             crate::metrics::error_code(rejection.code());
             Err(rejection.errors())
         }
     };
     let mut results = match results {
-        Ok(results) => results.boxed(),
+        Ok(results) => results,
         Err(errors) => {
             let _ = outbox.send(Outgoing::Refused { id, run, errors }).await;
             return;

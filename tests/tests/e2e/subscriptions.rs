@@ -940,3 +940,110 @@ async fn a_customer_page_hears_its_order_change_status() {
         "{refused}"
     );
 }
+
+/// A live watch (no `since`): identical ones share one execution.
+const LIVE: &str = "subscription($skus: [String!]) { stockChanged(skus: $skus) { kind sku location onHand version } }";
+
+/// The next `next` message of `id`, whole (payload with its extensions).
+async fn next_message(socket: &mut Socket, id: &str) -> Value {
+    let message = receive(socket).await;
+    assert_eq!(message["type"], "next", "{message}");
+    assert_eq!(message["id"], id, "{message}");
+    message["payload"].clone()
+}
+
+#[tokio::test]
+async fn identical_live_subscriptions_share_one_execution_and_each_gets_every_event() {
+    let app = spawn_app().await;
+    let token = app.token("web", Role::Admin, None, None);
+    let mut sockets = Vec::new();
+    for n in 0..3 {
+        let mut socket = connected(&app, &token).await;
+        send(
+            &mut socket,
+            json!({ "id": format!("s{n}"), "type": "subscribe", "payload": { "query": LIVE, "variables": { "skus": [SKU] } } }),
+        )
+        .await;
+        sockets.push(socket);
+    }
+    // Another document (with `since`) runs on its own.
+    let mut own = connected(&app, &token).await;
+    subscribe(&mut own, "own", json!({ "skus": [SKU] })).await;
+    settle().await;
+    assert_eq!(app.gateway.state.fanout.hubs(), 1, "one shared execution");
+
+    let level = adjust(&app, SKU, "WH-EAST", -2).await;
+    for (n, socket) in sockets.iter_mut().enumerate() {
+        let payload = next_message(socket, &format!("s{n}")).await;
+        let event = &payload["data"]["stockChanged"];
+        assert_eq!(event["kind"], "CHANGED", "{payload}");
+        assert_eq!(event["onHand"], level["onHand"]);
+        assert_eq!(event["version"], level["version"]);
+        // Each member's first event reports its own cost.
+        let cost = &payload["extensions"]["cost"];
+        assert!(
+            cost["requested"].is_u64() && cost["budget"]["remaining"].is_u64(),
+            "{payload}"
+        );
+    }
+    assert_eq!(
+        next_event(&mut own, "own").await["version"],
+        level["version"]
+    );
+    let again = adjust(&app, SKU, "WH-EAST", 1).await;
+    for (n, socket) in sockets.iter_mut().enumerate() {
+        let payload = next_message(socket, &format!("s{n}")).await;
+        assert_eq!(payload["data"]["stockChanged"]["version"], again["version"]);
+        assert!(payload.get("extensions").is_none(), "{payload}");
+    }
+
+    // A member that stops leaves the others subscribed; the last one ends the execution.
+    send(&mut sockets[0], json!({ "id": "s0", "type": "complete" })).await;
+    let third = adjust(&app, SKU, "WH-EAST", 1).await;
+    for (n, socket) in sockets.iter_mut().enumerate().skip(1) {
+        let payload = next_message(socket, &format!("s{n}")).await;
+        assert_eq!(payload["data"]["stockChanged"]["version"], third["version"]);
+    }
+    drop(sockets);
+    let mut waited = 0;
+    while app.gateway.state.fanout.hubs() > 0 && waited < 50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert_eq!(
+        app.gateway.state.fanout.hubs(),
+        0,
+        "the execution ended with its members"
+    );
+}
+
+#[tokio::test]
+async fn a_viewer_without_the_right_is_refused_even_when_others_share_the_stream() {
+    let app = spawn_app().await;
+    let mut admin = connected(&app, &app.token("web", Role::Admin, None, None)).await;
+    send(
+        &mut admin,
+        json!({ "id": "a", "type": "subscribe", "payload": { "query": LIVE, "variables": { "skus": [SKU] } } }),
+    )
+    .await;
+    settle().await;
+    let shopper = app.token("web", Role::Shopper, Some("shopper@example.com"), None);
+    let mut socket = connected(&app, &shopper).await;
+    send(
+        &mut socket,
+        json!({ "id": "x", "type": "subscribe", "payload": { "query": LIVE, "variables": { "skus": [SKU] } } }),
+    )
+    .await;
+    let message = receive(&mut socket).await;
+    assert_eq!(message["type"], "next", "{message}");
+    assert_eq!(
+        message["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{message}"
+    );
+    assert_eq!(receive(&mut socket).await["type"], "complete");
+    let level = adjust(&app, SKU, "WH-EAST", -1).await;
+    assert_eq!(
+        next_event(&mut admin, "a").await["version"],
+        level["version"]
+    );
+}
