@@ -141,7 +141,7 @@ pub struct CorsPolicy {
 const ALLOW_METHODS: &str = "GET, POST";
 /// Request headers a cross-origin page may send besides the CORS-safelisted ones.
 const ALLOW_HEADERS: &str =
-    "content-type, authorization, x-channel, idempotency-key, if-none-match";
+    "content-type, authorization, x-channel, idempotency-key, if-none-match, cache-control";
 /// Response headers a cross-origin page may read besides the CORS-safelisted ones.
 const EXPOSE_HEADERS: &str =
     "x-request-id, retry-after, www-authenticate, idempotency-replayed, etag, cache-status";

@@ -258,6 +258,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     redis.url()
                 );
             }
+            let read_path = &running.state.read_path;
+            let on_off = |on: bool| if on { "on" } else { "off" };
+            println!(
+                "read path: read model {}, response cache {} (GATEWAY_READ_PATH or [read_path])",
+                on_off(read_path.model.is_some()),
+                on_off(read_path.cache.is_some())
+            );
             println!(
                 "channels: web (default), mobile, pos, b2b — anonymous requests choose one with X-Channel; a token fixes its own"
             );

@@ -218,6 +218,18 @@ pub fn read_model_entries(part: &'static str, entries: usize) {
     metrics::gauge!(READ_MODEL_ENTRIES, "part" => part).set(entries as f64);
 }
 
+/// Registers the read path's counters at 0.
+pub fn read_path_started() {
+    metrics::counter!(READ_PATH_BYPASSED_TOTAL).increment(0);
+    metrics::counter!(RESPONSE_CACHE_INVALIDATED_TOTAL).increment(0);
+    for result in ["hit", "not_modified", "miss", "stored"] {
+        metrics::counter!(RESPONSE_CACHE_TOTAL, "result" => result).increment(0);
+    }
+    for result in ["hit", "miss"] {
+        metrics::counter!(READ_MODEL_LOOKUPS_TOTAL, "result" => result).increment(0);
+    }
+}
+
 /// A request read the database because this instance may have missed an event.
 pub fn read_path_bypassed() {
     metrics::counter!(READ_PATH_BYPASSED_TOTAL).increment(1);

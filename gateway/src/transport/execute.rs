@@ -436,11 +436,11 @@ pub(crate) async fn execute(
         if holds_entry(headers, &entry) {
             // The client already holds what was just stored.
             let mut sent = StatusCode::NOT_MODIFIED.into_response();
-            validators(&mut sent, &entry, "miss; stored");
+            validators(&mut sent, &entry, "fwd=uri-miss; stored");
             return sent;
         }
         let mut sent = render(response, media, state.max_response_bytes);
-        validators(&mut sent, &entry, "miss; stored");
+        validators(&mut sent, &entry, "fwd=uri-miss; stored");
         return sent;
     }
     render(response, media, state.max_response_bytes)
@@ -585,11 +585,19 @@ async fn cached_response(
 }
 
 /// The `ETag` of a cacheable response, and `Cache-Status` (RFC 9211) saying how it was served.
+/// `Cache-Control: no-cache` lets a browser or shared cache keep it but ask again each time
+/// (a `304` costs little), and `Vary` names the request headers the answer depends on, so no
+/// cache in front hands one channel's answer to another or to a signed-in viewer.
 fn validators(response: &mut Response, entry: &crate::read_path::cache::Entry, status: &str) {
     let headers = response.headers_mut();
     if let Ok(etag) = HeaderValue::from_str(&entry.etag) {
         headers.insert(header::ETAG, etag);
     }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.append(
+        header::VARY,
+        HeaderValue::from_static("x-channel, authorization"),
+    );
     if let Ok(status) = HeaderValue::from_str(&format!("gateway; {status}")) {
         headers.insert(CACHE_STATUS, status);
     }

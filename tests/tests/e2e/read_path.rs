@@ -207,7 +207,7 @@ async fn a_catalog_page_read_twice_runs_sql_once() {
 async fn stock_price_and_hold_changes_are_never_read_stale() {
     let app = app_with_read_path(|_| {}).await;
     let (first, status) = shown(&app).await;
-    assert_eq!(status, "gateway; miss; stored");
+    assert_eq!(status, "gateway; fwd=uri-miss; stored");
     let (again, status) = shown(&app).await;
     assert_eq!((&again, status.as_str()), (&first, "gateway; hit"));
 
@@ -216,7 +216,7 @@ async fn stock_price_and_hold_changes_are_never_read_stale() {
     drain_to(&app, 6).await;
     let (low, status) = shown(&app).await;
     assert_eq!(
-        status, "gateway; miss; stored",
+        status, "gateway; fwd=uri-miss; stored",
         "the adjustments dropped the entry"
     );
     assert_eq!(quantity(&low), Some(4), "{low}");
@@ -233,14 +233,14 @@ async fn stock_price_and_hold_changes_are_never_read_stale() {
     )
     .await;
     let (held, status) = shown(&app).await;
-    assert_eq!(status, "gateway; miss; stored");
+    assert_eq!(status, "gateway; fwd=uri-miss; stored");
     assert_eq!(quantity(&held), Some(low_quantity - 2), "{held}");
 
     // Price: a new list above the others, then a new amount in it.
     let list = web_sale_list(&app, "read-path-sale").await;
     set_price(&app, &list, "7.25").await;
     let (priced, status) = shown(&app).await;
-    assert_eq!(status, "gateway; miss; stored");
+    assert_eq!(status, "gateway; fwd=uri-miss; stored");
     assert_eq!(priced["price"]["unitPrice"], "7.25", "{priced}");
     set_price(&app, &list, "6.50").await;
     let (repriced, _) = shown(&app).await;
@@ -269,6 +269,18 @@ async fn conditional_gets_answer_304_until_the_content_changes() {
     let first = get(None).await;
     assert_eq!(first.status(), 200);
     let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    // Any cache in front must ask again, and keep channels and viewers apart.
+    assert_eq!(first.headers()["cache-control"], "no-cache");
+    let vary: Vec<&str> = first
+        .headers()
+        .get_all("vary")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert!(
+        vary.join(", ").contains("x-channel, authorization"),
+        "{vary:?}"
+    );
     let body = first.text().await.unwrap();
     // Weak: each answer carries its caller's own cost report beside the same data.
     assert!(etag.starts_with("W/\"") && etag.len() == 36, "{etag}");
@@ -285,7 +297,10 @@ async fn conditional_gets_answer_304_until_the_content_changes() {
     drain_to(&app, 6).await;
     let changed = get(Some(etag.clone())).await;
     assert_eq!(changed.status(), 200, "the stock changed");
-    assert_eq!(changed.headers()["cache-status"], "gateway; miss; stored");
+    assert_eq!(
+        changed.headers()["cache-status"],
+        "gateway; fwd=uri-miss; stored"
+    );
     let new_etag = changed.headers()["etag"].to_str().unwrap().to_owned();
     assert_ne!(new_etag, etag);
     assert_ne!(changed.text().await.unwrap(), body);
@@ -317,7 +332,7 @@ async fn a_contract_price_is_never_served_from_or_into_an_anonymous_entry() {
     let variables = json!({ "sku": sku });
     let anonymous = || post(&app, "b2b", query, variables.clone(), None);
     let (_, headers, public) = anonymous().await;
-    assert_eq!(cache_status(&headers), "gateway; miss; stored");
+    assert_eq!(cache_status(&headers), "gateway; fwd=uri-miss; stored");
     let buyer = app.token("b2b", Role::B2bBuyer, Some("buyer@acme.example"), None);
     let (_, headers, contract) = post(&app, "b2b", query, variables.clone(), Some(&buyer)).await;
     assert_eq!(
