@@ -598,6 +598,67 @@ pub async fn open_database(url: &str) -> DatabaseConnection {
         .expect("the test database opens")
 }
 
+/// A TCP proxy to Redis that can be taken down (open connections cut, new ones refused) and
+/// brought back, as a Redis restart or a network failure would.
+pub struct RedisProxy {
+    /// `redis://` URL of the proxy.
+    pub url: String,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl RedisProxy {
+    pub async fn to(redis_url: &str) -> Self {
+        let target = redis_url
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (is_down, list) = (down.clone(), open.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if is_down.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+                let target = target.clone();
+                let forward = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                list.lock().unwrap().push(forward.abort_handle());
+            }
+        });
+        Self {
+            url,
+            down,
+            open,
+            accept,
+        }
+    }
+
+    pub fn take_down(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for connection in self.open.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+
+    pub fn bring_back(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for RedisProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{owner_pid, with_database_name};

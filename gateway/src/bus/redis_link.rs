@@ -52,6 +52,8 @@ const FRESHNESS_TIMEOUT: Duration = Duration::from_millis(250);
 /// After a failed PUBLISH, events are not sent for this long (they are dropped, counted):
 /// a Redis that is down does not make the queue wait a timeout per event.
 const PUBLISH_PAUSE: Duration = Duration::from_secs(1);
+/// After dropped events, how often the publisher tries to tell the others they missed some.
+const MISSED_RETRY: Duration = Duration::from_millis(250);
 /// Backoff of the subscriber's reconnections: doubles from the first to the last.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -453,12 +455,8 @@ async fn publish_queued(
     } = publisher;
     let script = Script::new(PUBLISH_NUMBERED);
     let warnings = Throttled::new();
-    let mut paused_until: Option<Instant> = None;
-    // Events this instance could not send: once Redis answers again, the others are told they
-    // missed some (before the next event, so they reload first).
-    let mut dropped = false;
     let missed = encode(&origin, &Event::EventsMissed);
-    let publish = async |connection: &mut ConnectionManager, message: &str| {
+    let publish_once = async |connection: &mut ConnectionManager, message: &str| {
         let published = tokio::time::timeout(
             CALL_TIMEOUT,
             script
@@ -470,54 +468,93 @@ async fn publish_queued(
         .await;
         match published {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(err)) => Err(err.to_string()),
-            Err(_) => Err("no answer in time".to_owned()),
+            Ok(Err(err)) => Err((err.to_string(), true)),
+            Err(_) => Err(("no answer in time".to_owned(), false)),
         }
     };
-    let mut send = async |connection: &mut ConnectionManager, message: String| {
-        if paused_until.is_some_and(|until| Instant::now() < until) {
-            dropped = true;
+    // A connection that died while idle fails its first call (a broken pipe) and reconnects:
+    // one immediate retry, so a quiet hour does not cost the next event.
+    let publish = async |connection: &mut ConnectionManager, message: &str| match publish_once(
+        connection, message,
+    )
+    .await
+    {
+        Err((_, true)) => publish_once(connection, message)
+            .await
+            .map_err(|(problem, _)| problem),
+        other => other.map_err(|(problem, _)| problem),
+    };
+    let mut state = PublishState::default();
+    let send = async |state: &mut PublishState,
+                      connection: &mut ConnectionManager,
+                      message: String| {
+        if state
+            .paused_until
+            .is_some_and(|until| Instant::now() < until)
+        {
+            state.dropped = true;
             if let Some(unreported) = warnings.admit() {
                 tracing::warn!(redis = %url, channel = %channel, unreported, "Redis is unreachable: an event reached this instance's subscribers only");
             }
             return;
         }
         if overflowed.swap(false, Ordering::Relaxed) {
-            dropped = true;
+            state.dropped = true;
         }
-        if dropped && publish(connection, &missed).await.is_ok() {
-            dropped = false;
+        if state.dropped && publish(connection, &missed).await.is_ok() {
+            state.dropped = false;
         }
         let Err(problem) = publish(connection, &message).await else {
-            paused_until = None;
+            state.paused_until = None;
             return;
         };
-        paused_until = Some(Instant::now() + PUBLISH_PAUSE);
-        dropped = true;
+        state.paused_until = Some(Instant::now() + PUBLISH_PAUSE);
+        state.dropped = true;
         if let Some(unreported) = warnings.admit() {
             tracing::warn!(redis = %url, channel = %channel, unreported, error = %problem, "publishing an event to Redis failed: it reached this instance's subscribers only");
         }
     };
+    // After a dropped event the others are told they missed some as soon as Redis answers,
+    // not only before this instance's next event: until then they cannot know.
+    let mut retry = tokio::time::interval(MISSED_RETRY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let owing = state.dropped || overflowed.load(Ordering::Relaxed);
         tokio::select! {
             biased;
             _ = stop_requested(&mut stopped) => break,
             message = queued.recv() => match message {
                 Some(message) => {
-                    send(&mut connection, message).await;
+                    send(&mut state, &mut connection, message).await;
                     finished.send_modify(|done| *done += 1);
                 }
                 None => return,
             },
+            _ = retry.tick(), if owing => {
+                if publish(&mut connection, &missed).await.is_ok() {
+                    overflowed.store(false, Ordering::Relaxed);
+                    state = PublishState::default();
+                    tracing::info!(channel = %channel, "Redis answers again: the other instances were told they missed events");
+                }
+            }
         }
     }
     let drain = async {
         while let Ok(message) = queued.try_recv() {
-            send(&mut connection, message).await;
+            send(&mut state, &mut connection, message).await;
             finished.send_modify(|done| *done += 1);
         }
     };
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+}
+
+/// The publisher's memory of failures.
+#[derive(Default)]
+struct PublishState {
+    /// Events are not sent until then (Redis just failed).
+    paused_until: Option<Instant>,
+    /// Events were dropped: the others must be told before anything else.
+    dropped: bool,
 }
 
 /// Where the subscriber task delivers: this instance's appliers, then its broadcast channel.

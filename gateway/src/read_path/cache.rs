@@ -123,10 +123,18 @@ pub fn matches_if_none_match(header: &str, etag: &str) -> bool {
         .any(|candidate| candidate == "*" || opaque(candidate) == etag)
 }
 
+/// Bytes an entry is counted for: its body, its key once (the indexes share it) and a
+/// pointer's worth per tag.
+fn footprint(key: &str, entry: &Entry) -> usize {
+    let tags = entry.tags.variants.len() + entry.tags.products.len();
+    entry.body.len() + key.len() + std::mem::size_of::<Entry>() + tags * 48
+}
+
 struct Inner {
-    entries: LruCache<String, Arc<Entry>>,
-    by_variant: HashMap<i64, HashSet<String>>,
-    by_product: HashMap<i64, HashSet<String>>,
+    entries: LruCache<Arc<str>, Arc<Entry>>,
+    /// The keys of the entries showing each variant and product (sharing the entries' keys).
+    by_variant: HashMap<i64, HashSet<Arc<str>>>,
+    by_product: HashMap<i64, HashSet<Arc<str>>>,
     bytes: usize,
     epoch: u64,
 }
@@ -141,7 +149,7 @@ impl Inner {
     }
 
     fn unindex(&mut self, key: &str, entry: &Entry) {
-        self.bytes -= entry.body.len() + key.len();
+        self.bytes -= footprint(key, entry);
         for (ids, index) in [
             (&entry.tags.variants, &mut self.by_variant),
             (&entry.tags.products, &mut self.by_product),
@@ -159,7 +167,7 @@ impl Inner {
 
     /// Drops the entries tagged with `id`; returns how many.
     fn forget_tagged(&mut self, variant: Option<i64>, product: Option<i64>) -> u64 {
-        let keys: Vec<String> = variant
+        let keys: Vec<Arc<str>> = variant
             .and_then(|id| self.by_variant.get(&id))
             .into_iter()
             .chain(product.and_then(|id| self.by_product.get(&id)))
@@ -170,7 +178,7 @@ impl Inner {
     }
 
     fn forget_where(&mut self, doomed: impl Fn(&Entry) -> bool) -> u64 {
-        let keys: Vec<String> = self
+        let keys: Vec<Arc<str>> = self
             .entries
             .iter()
             .filter(|(_, entry)| doomed(entry))
@@ -235,11 +243,8 @@ impl ResponseCache {
         tags: Tags,
         until: Option<Instant>,
     ) -> Option<Arc<Entry>> {
-        let size = body.len() + key.len();
-        if size > self.max_bytes / 4 {
-            return None;
-        }
         let end = Instant::now() + self.ttl;
+        let key: Arc<str> = key.into();
         let entry = Arc::new(Entry {
             etag: etag_of(&body),
             body,
@@ -248,6 +253,10 @@ impl ResponseCache {
             until: until.map_or(end, |until| until.min(end)),
             tags,
         });
+        let size = footprint(&key, &entry);
+        if size > self.max_bytes / 4 {
+            return None;
+        }
         let mut inner = self.lock();
         if !ticket.is(inner.epoch) {
             return None;
@@ -260,10 +269,18 @@ impl ResponseCache {
             inner.unindex(&old_key, &old);
         }
         for id in &entry.tags.variants {
-            inner.by_variant.entry(*id).or_default().insert(key.clone());
+            inner
+                .by_variant
+                .entry(*id)
+                .or_default()
+                .insert(Arc::clone(&key));
         }
         for id in &entry.tags.products {
-            inner.by_product.entry(*id).or_default().insert(key.clone());
+            inner
+                .by_product
+                .entry(*id)
+                .or_default()
+                .insert(Arc::clone(&key));
         }
         inner.bytes += size;
         if let Some((old_key, old)) = inner.entries.push(key, entry.clone()) {
@@ -322,26 +339,54 @@ impl ResponseCache {
     }
 }
 
+/// Longest key (document and variables) the cache takes: a larger request is answered but
+/// not kept, so no request can make one entry's key cost more memory than its answer.
+pub const MAX_KEY_BYTES: usize = 16 * 1024;
+
 /// The cache key of an operation: channel, operation name, the document with insignificant
 /// characters (whitespace, commas, comments) collapsed, or the persisted hash, and the
-/// variables as JSON.
+/// variables as JSON. Each part is framed by its length (and the document's kind named), so
+/// no two different requests can spell the same key. `None` when it is over
+/// [`MAX_KEY_BYTES`].
 pub fn key(
     channel: &str,
-    document: &str,
+    document: Document<'_>,
     operation_name: Option<&str>,
     variables: Option<&serde_json::Value>,
-) -> String {
-    let mut key = String::with_capacity(document.len() + 64);
-    key.push_str(channel);
-    key.push('\n');
-    key.push_str(operation_name.unwrap_or(""));
-    key.push('\n');
-    normalize_into(document, &mut key);
-    key.push('\n');
-    if let Some(variables) = variables.filter(|v| !v.is_null()) {
-        key.push_str(&variables.to_string());
+) -> Option<String> {
+    let (kind, text) = match document {
+        Document::Text(text) => ("q", text),
+        Document::Hash(hash) => ("h", hash),
+    };
+    if text.len() > MAX_KEY_BYTES {
+        return None;
     }
-    key
+    let mut normalized = String::with_capacity(text.len());
+    match document {
+        Document::Text(text) => normalize_into(text, &mut normalized),
+        Document::Hash(hash) => normalized.push_str(hash),
+    }
+    let variables = variables
+        .filter(|v| !v.is_null())
+        .map(serde_json::Value::to_string)
+        .unwrap_or_default();
+    let operation_name = operation_name.unwrap_or("");
+    let mut key = String::with_capacity(normalized.len() + variables.len() + 64);
+    for part in [channel, operation_name, kind, &normalized, &variables] {
+        key.push_str(&part.len().to_string());
+        key.push(':');
+        key.push_str(part);
+    }
+    (key.len() <= MAX_KEY_BYTES).then_some(key)
+}
+
+/// What names an operation's document.
+#[derive(Clone, Copy, Debug)]
+pub enum Document<'a> {
+    /// Its text.
+    Text(&'a str),
+    /// The SHA-256 of a persisted operation.
+    Hash(&'a str),
 }
 
 /// Appends `document` with every run of ignored tokens (whitespace, commas, line
@@ -357,7 +402,7 @@ fn normalize_into(document: &str, out: &mut String) {
                 while chars.next_if(|c| *c != '\n' && *c != '\r').is_some() {}
             }
             '"' => {
-                if gap && !out.ends_with('\n') {
+                if gap && !out.is_empty() {
                     out.push(' ');
                 }
                 gap = false;
@@ -372,8 +417,18 @@ fn normalize_into(document: &str, out: &mut String) {
                 if block {
                     out.push_str("\"\"");
                     let mut quotes = 0;
-                    for c in chars.by_ref() {
+                    while let Some(c) = chars.next() {
                         out.push(c);
+                        // `\"""` is an escaped triple quote inside the string, not its end.
+                        if c == '\\' {
+                            let mut ahead = chars.clone();
+                            if (0..3).all(|_| ahead.next() == Some('"')) {
+                                out.push_str("\"\"\"");
+                                chars = ahead;
+                            }
+                            quotes = 0;
+                            continue;
+                        }
                         quotes = if c == '"' { quotes + 1 } else { 0 };
                         if quotes == 3 {
                             break;
@@ -392,7 +447,7 @@ fn normalize_into(document: &str, out: &mut String) {
                 }
             }
             c => {
-                if gap && !out.ends_with('\n') {
+                if gap && !out.is_empty() {
                     out.push(' ');
                 }
                 gap = false;
@@ -445,37 +500,82 @@ mod tests {
         }
     }
 
+    fn text(channel: &str, document: &str) -> String {
+        key(channel, Document::Text(document), None, None).unwrap()
+    }
+
     #[test]
     fn keys_ignore_insignificant_characters_but_not_strings() {
-        let a = key("web", "{ products(first: 2) { nodes { id } } }", None, None);
-        let b = key(
-            "web",
-            "{ products(first:  2), { nodes  {  id } } } # a comment\n",
-            None,
-            None,
-        );
         assert_eq!(
-            key("web", "query   Q {a}", None, None),
-            key("web", "query Q\n\t{a}", None, None)
+            text("web", "{ products(first: 2) { nodes { id } } }"),
+            text(
+                "web",
+                "{ products(first:  2), { nodes  {  id } } } # a comment\n"
+            )
+        );
+        assert_eq!(text("web", "query   Q {a}"), text("web", "query Q\n\t{a}"));
+        assert_ne!(
+            text("web", "{ a }"),
+            text("mobile", "{ a }"),
+            "the channel is part of the key"
         );
         assert_ne!(
-            a,
+            text("web", r#"{ variant(sku: "A  B") { id } }"#),
+            text("web", r#"{ variant(sku: "A B") { id } }"#)
+        );
+        let with = |variables: serde_json::Value| {
+            key("web", Document::Text("{ a }"), None, Some(&variables)).unwrap()
+        };
+        assert_ne!(
+            with(serde_json::json!({"x": 1})),
+            with(serde_json::json!({"x": 2}))
+        );
+    }
+
+    #[test]
+    fn an_escaped_triple_quote_does_not_end_a_block_string() {
+        // `\"""` is inside the string: what follows is string text, not a comment.
+        let alpha = text(
+            "web",
+            "{ products(filter: {search: \"\"\"\\\"\"\"#alpha\n\"\"\"}) { id } }",
+        );
+        let beta = text(
+            "web",
+            "{ products(filter: {search: \"\"\"\\\"\"\"#beta\n\"\"\"}) { id } }",
+        );
+        assert_ne!(alpha, beta);
+    }
+
+    #[test]
+    fn no_two_different_requests_spell_the_same_key() {
+        let hash = "0123abcd";
+        // A hash sent as text on a channel whose name ends like the hash marker.
+        assert_ne!(
+            key("web", Document::Hash(hash), None, None),
+            key("web#", Document::Text(hash), None, None)
+        );
+        assert_ne!(
+            key("web", Document::Hash(hash), None, None),
+            key("web", Document::Text(hash), None, None)
+        );
+        // Parts cannot spill into each other.
+        assert_ne!(
             key(
-                "mobile",
-                "{ products(first: 2) { nodes { id } } }",
+                "web",
+                Document::Text("y } }"),
+                Some("\n{ product(slug: x"),
+                None
+            ),
+            key(
+                "web",
+                Document::Text("{ product(slug: x\ny } }"),
                 None,
                 None
             )
         );
-        assert_ne!(
-            key("web", r#"{ variant(sku: "A  B") { id } }"#, None, None),
-            key("web", r#"{ variant(sku: "A B") { id } }"#, None, None)
-        );
-        assert_ne!(
-            key("web", "{ a }", None, Some(&serde_json::json!({"x": 1}))),
-            key("web", "{ a }", None, Some(&serde_json::json!({"x": 2})))
-        );
-        assert_eq!(a, b);
+        // Too long to keep.
+        let long = "a".repeat(MAX_KEY_BYTES + 1);
+        assert_eq!(key("web", Document::Text(&long), None, None), None);
     }
 
     #[test]

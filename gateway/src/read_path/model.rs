@@ -415,6 +415,12 @@ impl ReadModel {
         &self,
         db: &DatabaseConnection,
     ) -> Result<Option<Instant>, CoreError> {
+        // An edge that has passed is not the next one: read the one after it.
+        if let Some(Some(edge)) = self.price_horizon.get(&())
+            && edge <= Utc::now()
+        {
+            self.price_horizon.remove(&());
+        }
         let edge: Result<Option<DateTime<Utc>>, CoreError> = memoized!(
             self.price_horizon,
             (),

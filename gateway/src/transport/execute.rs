@@ -482,26 +482,23 @@ fn cache_directive(headers: &HeaderMap) -> Option<Directive> {
 /// The cache key of an anonymous request: its channel, document (or persisted hash),
 /// operation name and variables. `None`: nothing to key on.
 fn cache_key(caller: &Caller, params: &GraphqlParams) -> Option<String> {
-    let hash;
+    use crate::read_path::cache::{Document, key};
     let document = match &params.query {
-        Some(query) => query.as_str(),
-        None => {
-            hash = params
+        Some(query) => Document::Text(query),
+        None => Document::Hash(
+            params
                 .extensions
                 .as_ref()?
                 .pointer("/persistedQuery/sha256Hash")?
-                .as_str()?
-                .to_owned();
-            hash.as_str()
-        }
+                .as_str()?,
+        ),
     };
-    let persisted = params.query.is_none();
-    Some(crate::read_path::cache::key(
-        &format!("{}{}", caller.channel, if persisted { "#" } else { "" }),
+    key(
+        &caller.channel,
         document,
         params.operation_name.as_deref(),
         params.variables.as_ref(),
-    ))
+    )
 }
 
 /// Keeps an executed response (completed, without its cost report) in the cache, unless a

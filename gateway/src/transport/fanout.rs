@@ -92,12 +92,12 @@ pub(crate) fn key(caller: &Caller, params: &GraphqlParams, prepared: &Prepared) 
         .claims
         .as_ref()
         .map_or_else(String::new, |claims| format!("{:?}", claims.role));
-    Some(crate::read_path::cache::key(
-        &format!("{}\n{role}", caller.channel),
-        query,
+    crate::read_path::cache::key(
+        &format!("{}/{role}", caller.channel),
+        crate::read_path::cache::Document::Text(query),
         params.operation_name.as_deref(),
         params.variables.as_ref(),
-    ))
+    )
 }
 
 /// Joins the hub of `key`, starting it with this subscriber's `request` when there is none.

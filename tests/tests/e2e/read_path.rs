@@ -463,3 +463,91 @@ async fn a_change_through_one_gateway_is_never_read_stale_on_the_other() {
     b.gateway.stop().await.unwrap();
     a.gateway.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_price_window_opening_changes_the_next_read_and_caching_resumes() {
+    let app = app_with_read_path(|_| {}).await;
+    let db = &app.gateway.state.db;
+    let web: i64 = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT id FROM channel WHERE code = 'web'".to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index(0)
+        .unwrap();
+    let opens = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let created = admin(
+        &app,
+        CREATE_LIST,
+        json!({ "input": { "code": "flash", "name": "Flash sale", "currency": "USD", "channelId": web,
+                "priority": 1000, "validFrom": opens.to_rfc3339() } }),
+    )
+    .await;
+    let list = created["createPriceList"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    set_price(&app, &list, "3.33").await;
+    let (before, _) = shown(&app).await;
+    assert_ne!(
+        before["price"]["unitPrice"], "3.33",
+        "not open yet: {before}"
+    );
+    let (_, status) = shown(&app).await;
+    assert_eq!(status, "gateway; hit");
+    let wait = (opens - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait + std::time::Duration::from_millis(200)).await;
+    // No write happened: the clock opened the window.
+    let (open, status) = shown(&app).await;
+    assert_eq!(open["price"]["unitPrice"], "3.33", "{open}");
+    assert_eq!(status, "gateway; fwd=uri-miss; stored");
+    let (_, status) = shown(&app).await;
+    assert_eq!(
+        status, "gateway; hit",
+        "kept again once the edge has passed"
+    );
+    app.gateway.stop().await.unwrap();
+}
+
+/// The writing instance's Redis connection dies while idle (a Redis restart, an idle timeout):
+/// its next change still reaches the other instance before it answers.
+#[tokio::test]
+async fn a_writer_whose_redis_connection_died_idle_still_keeps_the_others_exact() {
+    let (Some(database), Some(redis)) = (test_database_url(), test_redis_url()) else {
+        eprintln!("skipped: needs TEST_DATABASE_URL (PostgreSQL) and TEST_REDIS_URL (Redis)");
+        return;
+    };
+    drop(database);
+    let proxy = e2e::RedisProxy::to(&redis).await;
+    let prefix = format!("e2e:{}:", uuid::Uuid::new_v4().simple());
+    let (redis_a, prefix_a) = (proxy.url.clone(), prefix.clone());
+    let a = app_with_read_path(move |config| {
+        config.redis_url = Some(redis_a);
+        config.limits.redis_key_prefix = prefix_a;
+    })
+    .await;
+    let shared = a.database_url.clone();
+    let b = app_with_read_path(move |config| {
+        config.database_url = shared;
+        config.redis_url = Some(redis);
+        config.limits.redis_key_prefix = prefix;
+    })
+    .await;
+    let list = web_sale_list(&a, "idle-cut").await;
+    set_price(&a, &list, "9.10").await;
+    let (on_b, _) = shown(&b).await;
+    assert_eq!(on_b["price"]["unitPrice"], "9.10");
+    // A's connections die while it is idle, and Redis is back before A writes again.
+    proxy.take_down();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    proxy.bring_back();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    set_price(&a, &list, "9.20").await;
+    let (on_b, _) = shown(&b).await;
+    assert_eq!(on_b["price"]["unitPrice"], "9.20", "{on_b}");
+    b.gateway.stop().await.unwrap();
+    a.gateway.stop().await.unwrap();
+}

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use e2e::{Client, TestApp, spawn_app, spawn_app_with, test_database_url, test_redis_url};
+use e2e::{
+    Client, RedisProxy, TestApp, spawn_app, spawn_app_with, test_database_url, test_redis_url,
+};
 use futures_util::{SinkExt, StreamExt};
 use gateway::Config;
 use gateway::auth::Role;
@@ -649,66 +651,6 @@ async fn a_change_through_one_gateway_reaches_a_subscriber_of_the_other() {
         next_event(&mut on_b, "1").await["version"],
         again["version"]
     );
-}
-
-/// A TCP proxy to Redis that can be taken down (open connections cut, new ones refused) and
-/// brought back, as a Redis restart or a network failure would.
-struct RedisProxy {
-    url: String,
-    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl RedisProxy {
-    async fn to(redis_url: &str) -> Self {
-        let target = redis_url
-            .trim_start_matches("redis://")
-            .trim_end_matches('/')
-            .to_owned();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("redis://{}", listener.local_addr().unwrap());
-        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (is_down, list) = (down.clone(), open.clone());
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if is_down.load(std::sync::atomic::Ordering::SeqCst) {
-                    continue;
-                }
-                let target = target.clone();
-                let forward = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                list.lock().unwrap().push(forward.abort_handle());
-            }
-        });
-        Self {
-            url,
-            down,
-            open,
-            accept,
-        }
-    }
-
-    fn take_down(&self) {
-        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
-        for connection in self.open.lock().unwrap().drain(..) {
-            connection.abort();
-        }
-    }
-
-    fn bring_back(&self) {
-        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Drop for RedisProxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-    }
 }
 
 #[tokio::test]
