@@ -36,8 +36,9 @@ struct Hub {
     events: broadcast::Sender<Shared>,
     /// Set when its stream ended: nobody joins it any more.
     ended: Arc<std::sync::atomic::AtomicBool>,
-    /// The document's answer to a `REFETCH` event.
+    /// The document's answer to a `REFETCH` event, and its actual cost.
     refetch: Arc<str>,
+    refetch_cost: u64,
     task: tokio::task::AbortHandle,
 }
 
@@ -73,9 +74,13 @@ impl Fanout {
     }
 }
 
-/// The hub key of an operation that may share its execution: a subscription selecting only
-/// `stockChanged`, without `since` anywhere in its document. `None`: it runs on its own.
+/// The hub key of an operation that may share its execution: a subscription whose one root
+/// field is `stockChanged` (written directly in the operation) without a `since` value.
+/// `None`: it runs on its own.
 pub(crate) fn key(caller: &Caller, params: &GraphqlParams, prepared: &Prepared) -> Option<String> {
+    use crate::read_path::cache::{Document, key};
+    use async_graphql::parser::types::Selection;
+
     if prepared.operation_type != Some(OperationType::Subscription) {
         return None;
     }
@@ -83,18 +88,50 @@ pub(crate) fn key(caller: &Caller, params: &GraphqlParams, prepared: &Prepared) 
         &prepared.document.operations,
         prepared.operation_name.as_deref(),
     )?;
-    let roots = root_field_names(&prepared.document, &operation.node.selection_set.node);
-    let query = params.query.as_deref()?;
-    if roots != ["stockChanged"] || query.contains("since") {
+    let [item] = operation.node.selection_set.node.items.as_slice() else {
+        return None;
+    };
+    let Selection::Field(field) = &item.node else {
+        return None;
+    };
+    if field.node.name.node != "stockChanged" {
         return None;
     }
+    // `since` asks for a catch-up of this subscriber's own: given as a literal, or as a
+    // variable with a value (a declared variable left out or null is no catch-up).
+    let catching_up = field.node.get_argument("since").is_some_and(|since| {
+        let value = since.node.clone().into_const_with(|name| {
+            Ok::<_, std::convert::Infallible>(
+                params
+                    .variables
+                    .as_ref()
+                    .and_then(|v| v.get(name.as_str()))
+                    .and_then(|v| async_graphql::Value::from_json(v.clone()).ok())
+                    .unwrap_or(async_graphql::Value::Null),
+            )
+        });
+        !matches!(value, Ok(async_graphql::Value::Null))
+    });
+    if catching_up {
+        return None;
+    }
+    let document = match &params.query {
+        Some(query) => Document::Text(query),
+        None => Document::Hash(
+            params
+                .extensions
+                .as_ref()?
+                .pointer("/persistedQuery/sha256Hash")?
+                .as_str()?,
+        ),
+    };
     let role = caller
         .claims
         .as_ref()
         .map_or_else(String::new, |claims| format!("{:?}", claims.role));
-    crate::read_path::cache::key(
+    key(
         &format!("{}/{role}", caller.channel),
-        crate::read_path::cache::Document::Text(query),
+        document,
         params.operation_name.as_deref(),
         params.variables.as_ref(),
     )
@@ -125,7 +162,6 @@ pub(crate) async fn join(
             hub
         }
         None => {
-            crate::metrics::subscription_shared(false);
             let hub = match start(state, request, prepared).await? {
                 Started::Hub(hub) => hub,
                 Started::Failed(body) => {
@@ -139,8 +175,10 @@ pub(crate) async fn join(
                 .and_then(Weak::upgrade)
                 .filter(|hub| !hub.ended.load(std::sync::atomic::Ordering::Acquire))
             {
+                crate::metrics::subscription_shared(true);
                 other
             } else {
+                crate::metrics::subscription_shared(false);
                 hubs.retain(|_, hub| hub.strong_count() > 0);
                 hubs.insert(key, Arc::downgrade(&hub));
                 hub
@@ -148,6 +186,11 @@ pub(crate) async fn join(
         }
     };
     let events = hub.events.subscribe();
+    // Its stream ended between the lookup and the subscription: the end marker went out
+    // before this receiver existed, so this member ends here.
+    if hub.ended.load(std::sync::atomic::Ordering::Acquire) {
+        return Ok(futures_util::stream::empty().boxed());
+    }
     Ok(futures_util::stream::unfold(
         (hub, events, Some(cost)),
         |(hub, mut events, mut cost)| async move {
@@ -155,13 +198,13 @@ pub(crate) async fn join(
                 Ok(Shared {
                     body: Some(body),
                     actual_cost,
-                }) => (body, Some(actual_cost)),
+                }) => (body, actual_cost),
                 Ok(Shared { body: None, .. }) | Err(RecvError::Closed) => return None,
-                Err(RecvError::Lagged(_)) => (hub.refetch.clone(), None),
+                Err(RecvError::Lagged(_)) => (hub.refetch.clone(), hub.refetch_cost),
             };
             // The member's first event reports its own cost, as an unshared one would.
-            let body = match (cost.take(), actual) {
-                (Some((Some(requested), Some(budget))), Some(actual)) => {
+            let body = match cost.take() {
+                Some((Some(requested), Some(budget))) => {
                     render::with_cost(&body, requested, actual, budget)
                 }
                 _ => body.to_string(),
@@ -202,9 +245,11 @@ async fn start(
         Some(mut response) => {
             prepared.finish(&mut response, false);
             prepared.register_apq(state, &response).await;
-            Arc::<str>::from(rendered(response, max_bytes))
+            let cost = analysis::actual_cost(&response.data);
+            (Arc::<str>::from(rendered(response, max_bytes)), cost)
         }
     };
+    let (refetch, refetch_cost) = refetch;
     let (events, _) = broadcast::channel(BUFFER);
     let sender = events.clone();
     let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -229,6 +274,7 @@ async fn start(
         events,
         ended,
         refetch,
+        refetch_cost,
         task: task.abort_handle(),
     })))
 }

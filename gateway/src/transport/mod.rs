@@ -20,8 +20,8 @@ mod ws;
 
 pub use self::execute::execute_as;
 use self::execute::{
-    Arrival, Caller, Prepared, admit, charge_request, execute, prepare, root_field_names,
-    start_operation, start_stream,
+    Arrival, Caller, Prepared, admit, charge_request, execute, prepare, start_operation,
+    start_stream,
 };
 pub use self::fanout::{Fanout, RefetchProbe};
 pub use self::http::{GetParams, graphql_get, graphql_post};

@@ -908,11 +908,15 @@ async fn identical_live_subscriptions_share_one_execution_and_each_gets_every_ev
         .await;
         sockets.push(socket);
     }
-    // Another document (with `since`) runs on its own.
+    // Another document (`since` declared, not given: still live) has an execution of its own.
     let mut own = connected(&app, &token).await;
     subscribe(&mut own, "own", json!({ "skus": [SKU] })).await;
     settle().await;
-    assert_eq!(app.gateway.state.fanout.hubs(), 1, "one shared execution");
+    assert_eq!(
+        app.gateway.state.fanout.hubs(),
+        2,
+        "one execution per document"
+    );
 
     let level = adjust(&app, SKU, "WH-EAST", -2).await;
     for (n, socket) in sockets.iter_mut().enumerate() {
@@ -947,6 +951,7 @@ async fn identical_live_subscriptions_share_one_execution_and_each_gets_every_ev
         assert_eq!(payload["data"]["stockChanged"]["version"], third["version"]);
     }
     drop(sockets);
+    drop(own);
     let mut waited = 0;
     while app.gateway.state.fanout.hubs() > 0 && waited < 50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -988,4 +993,56 @@ async fn a_viewer_without_the_right_is_refused_even_when_others_share_the_stream
         next_event(&mut admin, "a").await["version"],
         level["version"]
     );
+}
+
+#[tokio::test]
+async fn pos_screens_running_the_safelisted_operation_share_it_unless_they_catch_up() {
+    let app = spawn_app().await;
+    let text = std::fs::read_to_string(e2e::operations_dir().join("pos/StockChanged.graphql"))
+        .expect("the safelisted operation");
+    let hash = gateway::shaping::persisted::sha256_hex(&text);
+    let clerk = app.token("pos", Role::PosClerk, None, Some("STORE-DOWNTOWN"));
+    let by_hash = |id: &str, variables: Value| {
+        json!({ "id": id, "type": "subscribe", "payload": {
+            "extensions": { "persistedQuery": { "version": 1, "sha256Hash": hash } },
+            "variables": variables } })
+    };
+    let mut screens = Vec::new();
+    for n in 0..2 {
+        let mut socket = connected(&app, &clerk).await;
+        send(
+            &mut socket,
+            by_hash(&format!("p{n}"), json!({ "skus": [SKU] })),
+        )
+        .await;
+        screens.push(socket);
+    }
+    // A screen catching up (`since`) runs on its own, and first gets its snapshot.
+    let mut catching_up = connected(&app, &clerk).await;
+    send(
+        &mut catching_up,
+        by_hash("c", json!({ "skus": [SKU], "since": [] })),
+    )
+    .await;
+    assert_eq!(next_event(&mut catching_up, "c").await["kind"], "CURRENT");
+    settle().await;
+    assert_eq!(
+        app.gateway.state.fanout.hubs(),
+        1,
+        "the two live screens share"
+    );
+    let level = adjust(&app, SKU, "STORE-DOWNTOWN", 2).await;
+    for (n, socket) in screens.iter_mut().enumerate() {
+        let event = next_event(socket, &format!("p{n}")).await;
+        assert_eq!(event["version"], level["version"], "{event}");
+    }
+    // The catching-up screen also hears it live (after its other CURRENT levels).
+    loop {
+        let event = next_event(&mut catching_up, "c").await;
+        if event["kind"] == "CHANGED" {
+            assert_eq!(event["version"], level["version"]);
+            break;
+        }
+        assert_eq!(event["kind"], "CURRENT", "{event}");
+    }
 }
