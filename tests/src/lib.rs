@@ -366,6 +366,33 @@ pub fn read_path_off() -> bool {
     std::env::var("TEST_READ_PATH").is_ok_and(|v| v.trim().eq_ignore_ascii_case("off"))
 }
 
+/// Two gateways on one database (the first's) sharing Redis under a fresh key prefix: the
+/// cluster of the cross-instance tests. Each reaches Redis at its own URL (one may go through
+/// a [`RedisProxy`]); `configure` runs on both configurations first.
+pub async fn spawn_pair(
+    redis_a: String,
+    redis_b: String,
+    configure: impl Fn(&mut Config) + Clone + Send + 'static,
+) -> (TestApp, TestApp) {
+    let prefix = format!("e2e:{}:", uuid::Uuid::new_v4().simple());
+    let (prefix_a, configure_a) = (prefix.clone(), configure.clone());
+    let a = spawn_app_with(move |config: &mut Config| {
+        configure_a(config);
+        config.redis_url = Some(redis_a);
+        config.limits.redis_key_prefix = prefix_a;
+    })
+    .await;
+    let shared = a.database_url.clone();
+    let b = spawn_app_with(move |config: &mut Config| {
+        configure(config);
+        config.database_url = shared;
+        config.redis_url = Some(redis_b);
+        config.limits.redis_key_prefix = prefix;
+    })
+    .await;
+    (a, b)
+}
+
 /// The repository's `operations/` folder (safelisted operations per channel).
 pub fn operations_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../operations")

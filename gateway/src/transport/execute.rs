@@ -482,20 +482,9 @@ fn cache_directive(headers: &HeaderMap) -> Option<Directive> {
 /// The cache key of an anonymous request: its channel, document (or persisted hash),
 /// operation name and variables. `None`: nothing to key on.
 fn cache_key(caller: &Caller, params: &GraphqlParams) -> Option<String> {
-    use crate::read_path::cache::{Document, key};
-    let document = match &params.query {
-        Some(query) => Document::Text(query),
-        None => Document::Hash(
-            params
-                .extensions
-                .as_ref()?
-                .pointer("/persistedQuery/sha256Hash")?
-                .as_str()?,
-        ),
-    };
-    key(
+    crate::read_path::cache::key(
         &caller.channel,
-        document,
+        params.document()?,
         params.operation_name.as_deref(),
         params.variables.as_ref(),
     )

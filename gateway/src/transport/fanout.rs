@@ -78,7 +78,7 @@ impl Fanout {
 /// field is `stockChanged` (written directly in the operation) without a `since` value.
 /// `None`: it runs on its own.
 pub(crate) fn key(caller: &Caller, params: &GraphqlParams, prepared: &Prepared) -> Option<String> {
-    use crate::read_path::cache::{Document, key};
+    use crate::read_path::cache::key;
     use async_graphql::parser::types::Selection;
 
     if prepared.operation_type != Some(OperationType::Subscription) {
@@ -115,16 +115,7 @@ pub(crate) fn key(caller: &Caller, params: &GraphqlParams, prepared: &Prepared) 
     if catching_up {
         return None;
     }
-    let document = match &params.query {
-        Some(query) => Document::Text(query),
-        None => Document::Hash(
-            params
-                .extensions
-                .as_ref()?
-                .pointer("/persistedQuery/sha256Hash")?
-                .as_str()?,
-        ),
-    };
+    let document = params.document()?;
     let role = caller
         .claims
         .as_ref()

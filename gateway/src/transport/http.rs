@@ -13,6 +13,22 @@ pub(crate) struct GraphqlParams {
     pub(crate) extensions: Option<serde_json::Value>,
 }
 
+impl GraphqlParams {
+    /// What names the operation's document: its text, or the hash of a persisted one.
+    pub(crate) fn document(&self) -> Option<crate::read_path::cache::Document<'_>> {
+        use crate::read_path::cache::Document;
+        match &self.query {
+            Some(query) => Some(Document::Text(query)),
+            None => Some(Document::Hash(
+                self.extensions
+                    .as_ref()?
+                    .pointer("/persistedQuery/sha256Hash")?
+                    .as_str()?,
+            )),
+        }
+    }
+}
+
 /// `POST /graphql`: a JSON body `{query, variables?, operationName?, extensions?}`.
 pub async fn graphql_post(
     State(state): State<AppState>,

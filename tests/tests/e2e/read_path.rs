@@ -22,10 +22,14 @@ const SET_ENTRIES: &str = "mutation($list: ID!, $entries: [PriceEntryInput!]!) {
 const PAGE: &str = "query($first: Int!) { products(first: $first) { nodes { id name variants { sku availability { status quantity } price { unitPrice } } } } }";
 
 /// Both parts on, whatever `TEST_READ_PATH` says: these tests are about them.
+fn read_path_on(config: &mut Config) {
+    config.read_path.read_model = true;
+    config.read_path.response_cache = true;
+}
+
 async fn app_with_read_path(configure: impl FnOnce(&mut Config) + Send + 'static) -> TestApp {
     spawn_app_with(|config: &mut Config| {
-        config.read_path.read_model = true;
-        config.read_path.response_cache = true;
+        read_path_on(config);
         configure(config);
     })
     .await
@@ -423,20 +427,7 @@ async fn a_change_through_one_gateway_is_never_read_stale_on_the_other() {
         return;
     };
     drop(database);
-    let prefix = format!("e2e:{}:", uuid::Uuid::new_v4().simple());
-    let (redis_a, prefix_a) = (redis.clone(), prefix.clone());
-    let a = app_with_read_path(move |config| {
-        config.redis_url = Some(redis_a);
-        config.limits.redis_key_prefix = prefix_a;
-    })
-    .await;
-    let shared = a.database_url.clone();
-    let b = app_with_read_path(move |config| {
-        config.database_url = shared;
-        config.redis_url = Some(redis);
-        config.limits.redis_key_prefix = prefix;
-    })
-    .await;
+    let (a, b) = e2e::spawn_pair(redis.clone(), redis, read_path_on).await;
     let list = web_sale_list(&a, "cluster-sale").await;
     drain_to(&a, 6).await;
     for round in 0..10_i64 {
@@ -522,20 +513,8 @@ async fn a_writer_whose_redis_connection_died_idle_still_keeps_the_others_exact(
     };
     drop(database);
     let proxy = e2e::RedisProxy::to(&redis).await;
-    let prefix = format!("e2e:{}:", uuid::Uuid::new_v4().simple());
-    let (redis_a, prefix_a) = (proxy.url.clone(), prefix.clone());
-    let a = app_with_read_path(move |config| {
-        config.redis_url = Some(redis_a);
-        config.limits.redis_key_prefix = prefix_a;
-    })
-    .await;
-    let shared = a.database_url.clone();
-    let b = app_with_read_path(move |config| {
-        config.database_url = shared;
-        config.redis_url = Some(redis);
-        config.limits.redis_key_prefix = prefix;
-    })
-    .await;
+    // A reaches Redis through the proxy.
+    let (a, b) = e2e::spawn_pair(proxy.url.clone(), redis, read_path_on).await;
     let list = web_sale_list(&a, "idle-cut").await;
     set_price(&a, &list, "9.10").await;
     let (on_b, _) = shown(&b).await;

@@ -621,20 +621,7 @@ async fn a_change_through_one_gateway_reaches_a_subscriber_of_the_other() {
         return;
     };
     drop(database);
-    let prefix = format!("e2e:{}:", uuid::Uuid::new_v4().simple());
-    let (redis_a, prefix_a) = (redis.clone(), prefix.clone());
-    let a = spawn_app_with(move |config: &mut Config| {
-        config.redis_url = Some(redis_a);
-        config.limits.redis_key_prefix = prefix_a;
-    })
-    .await;
-    let shared = a.database_url.clone();
-    let b = spawn_app_with(move |config: &mut Config| {
-        config.database_url = shared;
-        config.redis_url = Some(redis);
-        config.limits.redis_key_prefix = prefix;
-    })
-    .await;
+    let (a, b) = e2e::spawn_pair(redis.clone(), redis, |_| {}).await;
     assert!(a.database_url.starts_with("postgres"), "{}", a.database_url);
 
     let mut on_b = connected(&b, &b.token("web", Role::Admin, None, None)).await;
@@ -660,21 +647,8 @@ async fn subscribers_survive_a_redis_outage_and_are_told_to_refetch() {
         return;
     };
     let proxy = RedisProxy::to(&redis).await;
-    let prefix = format!("e2e:{}:", uuid::Uuid::new_v4().simple());
-    let (redis_a, prefix_a) = (redis.clone(), prefix.clone());
-    let a = spawn_app_with(move |config: &mut Config| {
-        config.redis_url = Some(redis_a);
-        config.limits.redis_key_prefix = prefix_a;
-    })
-    .await;
-    let (shared, proxied) = (a.database_url.clone(), proxy.url.clone());
     // B reaches Redis through the proxy.
-    let b = spawn_app_with(move |config: &mut Config| {
-        config.database_url = shared;
-        config.redis_url = Some(proxied);
-        config.limits.redis_key_prefix = prefix;
-    })
-    .await;
+    let (a, b) = e2e::spawn_pair(redis, proxy.url.clone(), |_| {}).await;
     let mut on_b = connected(&b, &b.token("web", Role::Admin, None, None)).await;
     subscribe(&mut on_b, "1", json!({ "skus": [SKU] })).await;
     settle().await;
