@@ -218,7 +218,7 @@ pub fn read_model_entries(part: &'static str, entries: usize) {
     metrics::gauge!(READ_MODEL_ENTRIES, "part" => part).set(entries as f64);
 }
 
-/// Registers the read path's counters at 0.
+/// Registers the read path's and shared subscriptions' counters at 0.
 pub fn read_path_started() {
     metrics::counter!(READ_PATH_BYPASSED_TOTAL).increment(0);
     metrics::counter!(RESPONSE_CACHE_INVALIDATED_TOTAL).increment(0);
@@ -227,6 +227,9 @@ pub fn read_path_started() {
     }
     for result in ["hit", "miss"] {
         metrics::counter!(READ_MODEL_LOOKUPS_TOTAL, "result" => result).increment(0);
+    }
+    for shared in ["started", "joined"] {
+        metrics::counter!(SUBSCRIPTIONS_TOTAL, "shared" => shared).increment(0);
     }
 }
 

@@ -366,8 +366,10 @@ pub fn key(
         Document::Text(text) => normalize_into(text, &mut normalized),
         Document::Hash(hash) => normalized.push_str(hash),
     }
+    // No variables and `{}` are the same request (a `null` value is not the same as none: a
+    // default applies only to an absent variable).
     let variables = variables
-        .filter(|v| !v.is_null())
+        .filter(|v| !v.is_null() && v.as_object().is_none_or(|map| !map.is_empty()))
         .map(serde_json::Value::to_string)
         .unwrap_or_default();
     let operation_name = operation_name.unwrap_or("");
