@@ -30,8 +30,8 @@ use super::routing::{
 use crate::CoreError;
 use crate::channels::ChannelPolicy;
 use crate::entities::{
-    category, order, order_event, order_line, product, reservation, shipment, shipment_line,
-    stock_location, variant,
+    order, order_event, order_line, product, reservation, shipment, shipment_line, stock_location,
+    variant,
 };
 use crate::error::StockShortage;
 use crate::inventory::service::{
@@ -176,8 +176,19 @@ pub async fn plan_for(
     input: &NewOrder,
     now: DateTime<Utc>,
 ) -> Result<Planned, OrderError> {
+    plan_with(db, &load::FromDatabase(db), policy, input, now).await
+}
+
+/// [`plan_for`] with pricing's rows read from `inputs`.
+pub async fn plan_with(
+    db: &DatabaseConnection,
+    inputs: &impl load::PriceInputs,
+    policy: &ChannelPolicy,
+    input: &NewOrder,
+    now: DateTime<Utc>,
+) -> Result<Planned, OrderError> {
     check_for(policy, input)?;
-    let lines = price(db, policy, input, now).await?;
+    let lines = price(db, inputs, policy, input, now).await?;
     let (plan, locations) = route_lines(db, policy, input, &lines, now).await?;
     Ok(Planned {
         plan,
@@ -203,12 +214,24 @@ pub async fn place_for(
     input: &NewOrder,
     now: DateTime<Utc>,
 ) -> Result<Placed, OrderError> {
+    place_with(db, &load::FromDatabase(db), policy, input, now).await
+}
+
+/// [`place_for`] with pricing's rows read from `inputs` (the stock is always read and written
+/// in the order's transaction).
+pub async fn place_with(
+    db: &DatabaseConnection,
+    inputs: &impl load::PriceInputs,
+    policy: &ChannelPolicy,
+    input: &NewOrder,
+    now: DateTime<Utc>,
+) -> Result<Placed, OrderError> {
     check_for(policy, input)?;
     let now = micros(now);
     if let Some(existing) = existing_order(db, policy, input).await? {
         return Ok(existing);
     }
-    let lines = price(db, policy, input, now).await?;
+    let lines = price(db, inputs, policy, input, now).await?;
     let placed = in_write(db, async |txn| {
         let mut variant_ids: Vec<i64> = lines.iter().map(|l| l.variant.id).collect();
         variant_ids.sort_unstable();
@@ -411,6 +434,7 @@ async fn existing_order(
 /// Prices every line for the viewer (quantity rules enforced).
 async fn price(
     db: &DatabaseConnection,
+    inputs: &impl load::PriceInputs,
     policy: &ChannelPolicy,
     input: &NewOrder,
     now: DateTime<Utc>,
@@ -431,11 +455,11 @@ async fn price(
             });
         }
     }
-    let lists = load::viewer_lists(db, &input.viewer).await?;
-    let promotions = load::channel_promotions(db, policy.channel.id).await?;
+    let lists = inputs.viewer_lists(&input.viewer).await?;
+    let promotions = inputs.channel_promotions(policy.channel.id).await?;
     let list_ids: Vec<i64> = lists.iter().map(|l| l.id).collect();
     let variant_ids: Vec<i64> = variants.iter().map(|v| v.id).collect();
-    let data = load::variant_price_data(db, &list_ids, &variant_ids).await?;
+    let data = inputs.variant_price_data(&list_ids, &variant_ids).await?;
     let products: HashMap<i64, product::Model> = product::Entity::find()
         .filter(product::Column::Id.is_in(variants.iter().map(|v| v.product_id)))
         .all(db)
@@ -450,9 +474,9 @@ async fn price(
             crate::pricing::resolve::PromotionTarget::Category(_)
         )
     }) {
-        category::Entity::find().all(db).await?
+        inputs.categories().await?
     } else {
-        Vec::new()
+        std::sync::Arc::default()
     };
     let mut priced = Vec::with_capacity(skus.len());
     for (i, (line, sku)) in input.lines.iter().zip(&skus).enumerate() {

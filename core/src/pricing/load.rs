@@ -247,3 +247,68 @@ pub fn category_path(categories: &[crate::entities::category::Model], id: i64) -
     }
     path
 }
+
+/// The rows pricing reads besides the variants: the viewer's lists, the channel's promotions,
+/// the entries and quantity rules of variants, and the category tree. [`FromDatabase`] reads
+/// them; a caller that keeps the same rows current (the gateway's read model) passes its own,
+/// so placing an order does not read again what a catalog page has just read.
+pub trait PriceInputs: Sync {
+    fn viewer_lists(
+        &self,
+        viewer: &PriceViewer,
+    ) -> impl Future<Output = Result<std::sync::Arc<Vec<PriceListInfo>>, CoreError>> + Send;
+
+    fn channel_promotions(
+        &self,
+        channel_id: i64,
+    ) -> impl Future<Output = Result<std::sync::Arc<Vec<PromotionInfo>>, CoreError>> + Send;
+
+    fn variant_price_data(
+        &self,
+        list_ids: &[i64],
+        variant_ids: &[i64],
+    ) -> impl Future<Output = Result<HashMap<i64, VariantPriceData>, CoreError>> + Send;
+
+    fn categories(
+        &self,
+    ) -> impl Future<
+        Output = Result<std::sync::Arc<Vec<crate::entities::category::Model>>, CoreError>,
+    > + Send;
+}
+
+/// Pricing's rows, read from the database.
+pub struct FromDatabase<'a, C>(pub &'a C);
+
+impl<C: ConnectionTrait + Sync> PriceInputs for FromDatabase<'_, C> {
+    async fn viewer_lists(
+        &self,
+        viewer: &PriceViewer,
+    ) -> Result<std::sync::Arc<Vec<PriceListInfo>>, CoreError> {
+        viewer_lists(self.0, viewer).await.map(std::sync::Arc::new)
+    }
+
+    async fn channel_promotions(
+        &self,
+        channel_id: i64,
+    ) -> Result<std::sync::Arc<Vec<PromotionInfo>>, CoreError> {
+        channel_promotions(self.0, channel_id)
+            .await
+            .map(std::sync::Arc::new)
+    }
+
+    async fn variant_price_data(
+        &self,
+        list_ids: &[i64],
+        variant_ids: &[i64],
+    ) -> Result<HashMap<i64, VariantPriceData>, CoreError> {
+        variant_price_data(self.0, list_ids, variant_ids).await
+    }
+
+    async fn categories(
+        &self,
+    ) -> Result<std::sync::Arc<Vec<crate::entities::category::Model>>, CoreError> {
+        crate::catalog::list_categories(self.0)
+            .await
+            .map(std::sync::Arc::new)
+    }
+}

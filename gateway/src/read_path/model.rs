@@ -500,6 +500,41 @@ impl ReadModel {
     }
 }
 
+/// Pricing's rows from the read model (reading the database for what it does not hold), for
+/// the core's order pricing.
+pub struct PriceInputs<'a> {
+    pub read: &'a ReadModel,
+    pub db: &'a DatabaseConnection,
+}
+
+impl load::PriceInputs for PriceInputs<'_> {
+    async fn viewer_lists(
+        &self,
+        viewer: &PriceViewer,
+    ) -> Result<Arc<Vec<PriceListInfo>>, CoreError> {
+        self.read.lists(self.db, viewer).await
+    }
+
+    async fn channel_promotions(
+        &self,
+        channel_id: i64,
+    ) -> Result<Arc<Vec<PromotionInfo>>, CoreError> {
+        self.read.promotions(self.db, channel_id).await
+    }
+
+    async fn variant_price_data(
+        &self,
+        list_ids: &[i64],
+        variant_ids: &[i64],
+    ) -> Result<HashMap<i64, VariantPriceData>, CoreError> {
+        self.read.price_data(self.db, list_ids, variant_ids).await
+    }
+
+    async fn categories(&self) -> Result<Arc<Vec<category::Model>>, CoreError> {
+        self.read.categories(self.db).await
+    }
+}
+
 /// The kept values for `ids` and the ids not kept.
 fn split_known<V>(ids: &[i64], get: impl Fn(i64) -> Option<V>) -> (Vec<V>, Vec<i64>) {
     let mut found = Vec::new();

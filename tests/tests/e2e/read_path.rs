@@ -530,3 +530,49 @@ async fn a_writer_whose_redis_connection_died_idle_still_keeps_the_others_exact(
     b.gateway.stop().await.unwrap();
     a.gateway.stop().await.unwrap();
 }
+
+/// Placing an order prices it from the read model: with it on, a warm order runs the
+/// pricing statements (lists, promotions, entries, rules) no more.
+#[tokio::test]
+async fn orders_are_priced_from_the_read_model() {
+    let place = "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { status total } }";
+    let mut statements = Vec::new();
+    for on in [true, false] {
+        let app = spawn_app_with(move |config: &mut Config| {
+            config.inventory.sweep_interval_secs = 3600;
+            config.read_path.read_model = on;
+            config.read_path.response_cache = on;
+        })
+        .await;
+        let shopper = Client::new(app.gateway.url()).token(app.token(
+            "web",
+            Role::Shopper,
+            Some("shopper@example.com"),
+            None,
+        ));
+        let input = |key: &str| {
+            json!({ "input": { "lines": [{ "sku": SKU, "quantity": 1 }], "idempotencyKey": key,
+                "shipTo": { "name": "Ada", "line1": "1 Main St", "city": "Newark", "postalCode": "07102",
+                            "country": "US", "region": "us-east" } } })
+        };
+        let first = shopper.query(place, input("warm-up")).await;
+        assert_eq!(first.data()["placeOrder"]["status"], "ALLOCATED");
+        let before = app.gateway.sql_statements();
+        let second = shopper.query(place, input("measured")).await;
+        assert_eq!(second.data()["placeOrder"]["status"], "ALLOCATED");
+        assert_eq!(
+            second.data()["placeOrder"]["total"],
+            first.data()["placeOrder"]["total"],
+            "the same price either way"
+        );
+        statements.push(app.gateway.sql_statements() - before);
+        app.gateway.stop().await.unwrap();
+    }
+    let [with_model, without] = statements[..] else {
+        unreachable!()
+    };
+    assert!(
+        with_model + 4 <= without,
+        "an order ran {with_model} statements with the read model and {without} without"
+    );
+}
