@@ -44,9 +44,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bench::gateway::{Options, Spawned, default_binary};
-use bench::scratch::Scratch;
+use bench::scratch::{Backend, Scratch};
 use bench::{Figures, Request, millis, print_ratio};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use gateway::auth::{AuthConfig, Authenticator, Role, Secret};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use serde_json::{Value, json};
@@ -63,13 +63,6 @@ const PLACE_ORDER: &str =
 const BASELINE: &str = "{ channel { code } }";
 /// Violations and log lines quoted in the report, at most.
 const QUOTED: usize = 10;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Backend {
-    Sqlite,
-    Postgres,
-    Both,
-}
 
 #[derive(Parser)]
 #[command(about = "Orders per second end to end over HTTP, with the oversell check")]
@@ -130,14 +123,10 @@ async fn main() -> ExitCode {
         let outcome = on_running_gateway(url, &args).await;
         passed = report(outcome, "gateway");
     } else {
-        let backends: &[Backend] = match args.database {
-            Backend::Both => &[Backend::Sqlite, Backend::Postgres],
-            Backend::Sqlite => &[Backend::Sqlite],
-            Backend::Postgres => &[Backend::Postgres],
-        };
+        let backends = args.database.each();
         for &backend in backends {
             let outcome = on_scratch_database(backend, &args).await;
-            passed &= report(outcome, label(backend));
+            passed &= report(outcome, backend.label());
             println!();
         }
     }
@@ -158,32 +147,17 @@ fn report(outcome: Result<bool, String>, name: &str) -> bool {
     }
 }
 
-fn label(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Sqlite => "sqlite",
-        Backend::Postgres | Backend::Both => "postgres",
-    }
-}
-
 // ---- databases and gateways ----
 
 /// Spawns a gateway on a fresh database of `backend`, runs the scenarios, audits, cleans up.
 async fn on_scratch_database(backend: Backend, args: &Args) -> Result<bool, String> {
-    let postgres = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres | Backend::Both => Some(
-            args.database_url
-                .as_deref()
-                .filter(|url| !url.is_empty())
-                .ok_or("pass --database-url or set TEST_DATABASE_URL")?,
-        ),
-    };
+    let postgres = backend.server_url(args.database_url.as_deref())?;
     let (scratch, url) = Scratch::create(postgres, "orders").await?;
     let outcome = match start_gateway(args, &url) {
         Ok((spawned, target)) => {
             // Ctrl-C still stops the gateway and drops the scratch database.
             let outcome = tokio::select! {
-                outcome = measure(label(backend), &target, Some(&url), args) => outcome,
+                outcome = measure(backend.label(), &target, Some(&url), args) => outcome,
                 _ = tokio::signal::ctrl_c() => Err("interrupted".to_owned()),
             };
             spawned.stop().print();

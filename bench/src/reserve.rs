@@ -23,10 +23,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bench::scratch::Scratch;
+use bench::scratch::{Backend, Scratch};
 use bench::{Figures, millis, print_ratio};
 use chrono::Utc;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use commerce_core::CoreError;
 use commerce_core::entities::{channel, stock_location, variant};
 use commerce_core::inventory::{self, Lifetime, Owner, OwnerKind, ReserveRequest, StockIn};
@@ -43,13 +43,6 @@ const LOCATION: &str = "WH-EAST";
 const ACTOR: &str = "bench-reserve";
 /// Violations listed before the rest are only counted.
 const SHOWN_VIOLATIONS: usize = 10;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Backend {
-    Sqlite,
-    Postgres,
-    Both,
-}
 
 #[derive(Parser)]
 #[command(about = "Reservations per second under contention in the inventory service")]
@@ -71,18 +64,14 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let backends: &[Backend] = match args.database {
-        Backend::Both => &[Backend::Sqlite, Backend::Postgres],
-        Backend::Sqlite => &[Backend::Sqlite],
-        Backend::Postgres => &[Backend::Postgres],
-    };
+    let backends = args.database.each();
     let mut failed = false;
     for &backend in backends {
         match on_scratch_database(backend, &args).await {
             Ok(true) => {}
             Ok(false) => failed = true,
             Err(err) => {
-                eprintln!("{}: {err}", label(backend));
+                eprintln!("{}: {err}", backend.label());
                 failed = true;
             }
         }
@@ -95,26 +84,11 @@ async fn main() -> ExitCode {
     }
 }
 
-fn label(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Sqlite => "sqlite",
-        Backend::Postgres | Backend::Both => "postgres",
-    }
-}
-
 // ---- scratch databases ----
 
 /// Runs both scenarios on a fresh database of `backend`; `Ok(false)` when the invariant broke.
 async fn on_scratch_database(backend: Backend, args: &Args) -> Result<bool, String> {
-    let postgres = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres | Backend::Both => Some(
-            args.database_url
-                .as_deref()
-                .filter(|url| !url.is_empty())
-                .ok_or("pass --database-url or set TEST_DATABASE_URL")?,
-        ),
-    };
+    let postgres = backend.server_url(args.database_url.as_deref())?;
     let (scratch, url) = Scratch::create(postgres, "reserve").await?;
     // Ctrl-C still drops the scratch database (WITH (FORCE) ends the tasks' sessions).
     let outcome = tokio::select! {
@@ -135,7 +109,7 @@ struct Setup {
 }
 
 async fn measure(backend: Backend, url: &str, args: &Args) -> Result<bool, String> {
-    let name = label(backend);
+    let name = backend.label();
     // As the gateway opens it: its pool, WAL on SQLite, migrated.
     let (db, _) = gateway::server::open_database(url)
         .await

@@ -7,6 +7,45 @@ use std::path::PathBuf;
 pub use commerce_core::db::with_database_name;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 
+/// The database(s) a bench measures (`--database`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
+impl Backend {
+    /// The single backends to run, in order.
+    pub fn each(self) -> &'static [Backend] {
+        match self {
+            Self::Both => &[Self::Sqlite, Self::Postgres],
+            Self::Sqlite => &[Self::Sqlite],
+            Self::Postgres => &[Self::Postgres],
+        }
+    }
+
+    /// `sqlite` or `postgres`, for printed lines.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres | Self::Both => "postgres",
+        }
+    }
+
+    /// The PostgreSQL server URL to create a scratch database beside (`None` for SQLite);
+    /// PostgreSQL without one is an error naming the fix.
+    pub fn server_url(self, given: Option<&str>) -> Result<Option<&str>, String> {
+        match self {
+            Self::Sqlite => Ok(None),
+            Self::Postgres | Self::Both => given
+                .filter(|url| !url.is_empty())
+                .map(Some)
+                .ok_or_else(|| "pass --database-url or set TEST_DATABASE_URL".to_owned()),
+        }
+    }
+}
+
 /// The scratch database of one run.
 pub enum Scratch {
     Sqlite(PathBuf),
