@@ -366,6 +366,18 @@ pub fn read_path_off() -> bool {
     std::env::var("TEST_READ_PATH").is_ok_and(|v| v.trim().eq_ignore_ascii_case("off"))
 }
 
+/// The Redis URL of a cluster test, when both `TEST_DATABASE_URL` (PostgreSQL) and
+/// `TEST_REDIS_URL` are set; otherwise `None`, with the skip reason printed.
+pub fn cluster_redis_url() -> Option<String> {
+    match (test_database_url(), test_redis_url()) {
+        (Some(_), Some(redis)) => Some(redis),
+        _ => {
+            eprintln!("skipped: needs TEST_DATABASE_URL (PostgreSQL) and TEST_REDIS_URL (Redis)");
+            None
+        }
+    }
+}
+
 /// Two gateways on one database (the first's) sharing Redis under a fresh key prefix: the
 /// cluster of the cross-instance tests. Each reaches Redis at its own URL (one may go through
 /// a [`RedisProxy`]); `configure` runs on both configurations first.

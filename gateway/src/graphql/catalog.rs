@@ -17,6 +17,7 @@ use super::pricing::PriceDataByVariant;
 use super::{RequestLoader, request_context, request_data};
 use crate::errors::{ApiError, ApiResultExt};
 use crate::read_path::ReadModel;
+use crate::read_path::model::Reads;
 
 #[derive(Default)]
 pub struct CatalogQuery;
@@ -118,30 +119,11 @@ impl CatalogQuery {
             .api()?;
         let filter = filter.unwrap_or_default().into_core().api()?;
         let channel_id = rc.channel.channel.id;
-        let page = match &rc.read {
-            Some(read) => {
-                read.page(
-                    &rc.db,
-                    channel_id,
-                    &filter,
-                    sort,
-                    after.as_ref(),
-                    first as u64,
-                )
-                .await
-            }
-            None => catalog::list_products(
-                &rc.db,
-                channel_id,
-                &filter,
-                sort,
-                after.as_ref(),
-                first as u64,
-            )
+        let page = rc
+            .reads()
+            .page(channel_id, &filter, sort, after.as_ref(), first as u64)
             .await
-            .map(Arc::new),
-        }
-        .api()?;
+            .api()?;
         rc.tag(|tags| {
             tags.products(page.products.iter().map(|p| p.id));
             if matches!(
@@ -179,11 +161,7 @@ impl CatalogQuery {
         };
         let rc = request_context(ctx)?;
         let channel_id = rc.channel.channel.id;
-        let found = match &rc.read {
-            Some(read) => read.product(&rc.db, channel_id, &key).await,
-            None => catalog::find_visible_product(&rc.db, channel_id, &key).await,
-        }
-        .api()?;
+        let found = rc.reads().product(channel_id, &key).await.api()?;
         if let Some(product) = &found {
             rc.tag(|tags| tags.products([product.id]));
         }
@@ -198,11 +176,7 @@ impl CatalogQuery {
     ) -> async_graphql::Result<Option<Variant>> {
         let rc = request_context(ctx)?;
         let channel_id = rc.channel.channel.id;
-        let found = match &rc.read {
-            Some(read) => read.variant_by_sku(&rc.db, channel_id, &sku).await,
-            None => catalog::find_visible_variant(&rc.db, channel_id, &sku).await,
-        }
-        .api()?;
+        let found = rc.reads().variant_by_sku(channel_id, &sku).await.api()?;
         if let Some(variant) = &found {
             rc.tag(|tags| {
                 tags.products([variant.product_id]);
@@ -284,11 +258,7 @@ impl ProductConnection {
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
         let rc = request_context(ctx)?;
         let channel_id = rc.channel.channel.id;
-        match &rc.read {
-            Some(read) => read.count(&rc.db, channel_id, &self.filter).await,
-            None => catalog::count_products(&rc.db, channel_id, &self.filter).await,
-        }
-        .api()
+        rc.reads().count(channel_id, &self.filter).await.api()
     }
 }
 
@@ -594,17 +564,11 @@ impl Loader<i64> for VariantsByProduct {
     type Error = ApiError;
 
     async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
-        if let Some(read) = &self.read {
-            return Ok(read.variants_of_products(&self.db, keys).await?);
-        }
-        let mut grouped: HashMap<i64, Vec<variant::Model>> = HashMap::new();
-        for variant in catalog::variants_of_products(&self.db, keys).await? {
-            grouped.entry(variant.product_id).or_default().push(variant);
-        }
-        Ok(grouped
-            .into_iter()
-            .map(|(id, variants)| (id, Arc::new(variants)))
-            .collect())
+        let reads = Reads {
+            model: self.read.as_deref(),
+            db: &self.db,
+        };
+        Ok(reads.variants_of_products(keys).await?)
     }
 }
 
@@ -620,13 +584,11 @@ impl Loader<i64> for ProductsById {
     type Error = ApiError;
 
     async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
-        let products = match &self.read {
-            Some(read) => {
-                read.products_by_ids(&self.db, self.channel_id, keys)
-                    .await?
-            }
-            None => catalog::visible_products_by_ids(&self.db, self.channel_id, keys).await?,
+        let reads = Reads {
+            model: self.read.as_deref(),
+            db: &self.db,
         };
+        let products = reads.products_by_ids(self.channel_id, keys).await?;
         Ok(products.into_iter().map(|p| (p.id, p)).collect())
     }
 }
@@ -655,10 +617,11 @@ impl CategoryTree {
     pub async fn get(&self) -> Result<&Arc<Vec<category::Model>>, ApiError> {
         self.tree
             .get_or_try_init(|| async {
-                Ok(match &self.read {
-                    Some(read) => read.categories(&self.db).await?,
-                    None => Arc::new(catalog::list_categories(&self.db).await?),
-                })
+                let reads = Reads {
+                    model: self.read.as_deref(),
+                    db: &self.db,
+                };
+                Ok(reads.categories().await?)
             })
             .await
     }

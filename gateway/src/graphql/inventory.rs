@@ -195,7 +195,8 @@ impl From<&ChannelLocation> for StockLocation {
 
 /// Loads the channel availability of many variants in one batch: their stock levels (at
 /// every location, so other channels' location-less holds are covered exactly) and their
-/// holds, two statements ([`inventory::availability_for_variants`]).
+/// holds (two statements, or none from the read model), through the core's
+/// [`inventory::channel_availability`] rule.
 pub struct StockByVariant {
     pub db: DatabaseConnection,
     pub read: Option<Arc<crate::read_path::ReadModel>>,
@@ -212,13 +213,12 @@ impl Loader<i64> for StockByVariant {
             StockVisibility::Exact => StockView::Exact,
             StockVisibility::PerLocation => StockView::PerLocation,
         };
-        let Some(read) = &self.read else {
-            let seen =
-                inventory::availability_for_variants(&self.db, &self.channel, view, keys).await?;
-            return Ok(seen.into_iter().map(|a| (a.variant_id, a)).collect());
+        // Each variant's rows (every location, holds): from the read model or the database.
+        let reads = crate::read_path::model::Reads {
+            model: self.read.as_deref(),
+            db: &self.db,
         };
-        // The same rule over each variant's rows kept in memory.
-        let rows = read.stock_rows(&self.db, keys).await?;
+        let rows = reads.stock_rows(keys).await?;
         Ok(rows
             .iter()
             .map(|(&id, rows)| {

@@ -114,6 +114,14 @@ impl Viewer {
 }
 
 impl RequestContext {
+    /// Where this request reads the catalog (the read model when it may, else the database).
+    pub(crate) fn reads(&self) -> crate::read_path::model::Reads<'_> {
+        crate::read_path::model::Reads {
+            model: self.read.as_deref(),
+            db: &self.db,
+        }
+    }
+
     /// Records what the response shows, when it may be cached.
     pub(crate) fn tag(&self, record: impl FnOnce(&crate::read_path::TagCollector)) {
         if let Some(tags) = &self.tags {

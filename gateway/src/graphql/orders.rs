@@ -400,14 +400,9 @@ impl OrderQuery {
         let order = new_order(rc, input)?;
         let skus: Vec<String> = order.lines.iter().map(|l| l.sku.clone()).collect();
         let now = Utc::now();
-        let planned = match &rc.read {
-            Some(read) => {
-                let inputs = crate::read_path::model::PriceInputs { read, db: &rc.db };
-                orders::plan_with(&rc.db, &inputs, &rc.channel, &order, now).await
-            }
-            None => orders::plan_for(&rc.db, &rc.channel, &order, now).await,
-        }
-        .map_err(|err| input_error(err, &skus))?;
+        let planned = orders::plan_with(&rc.db, &rc.reads(), &rc.channel, &order, now)
+            .await
+            .map_err(|err| input_error(err, &skus))?;
         let currency = rc.channel.channel.currency.clone();
         let total: rust_decimal::Decimal = planned.lines.iter().map(|l| l.price.line_total).sum();
         let code_of = |id: i64| {
@@ -836,14 +831,9 @@ impl OrderMutation {
         // Prices from the read model when the request may use it (exact: every price change
         // reaches it before its mutation answers); stock always from the order's transaction.
         let now = Utc::now();
-        let placed = match &rc.read {
-            Some(read) => {
-                let inputs = crate::read_path::model::PriceInputs { read, db: &rc.db };
-                orders::place_with(&rc.db, &inputs, &rc.channel, &order, now).await
-            }
-            None => orders::place_for(&rc.db, &rc.channel, &order, now).await,
-        }
-        .map_err(|err| input_error(err, &skus))?;
+        let placed = orders::place_with(&rc.db, &rc.reads(), &rc.channel, &order, now)
+            .await
+            .map_err(|err| input_error(err, &skus))?;
         if placed.created {
             announce(rc, &placed.details, &placed.change);
         }

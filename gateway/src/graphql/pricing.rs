@@ -13,7 +13,7 @@ use async_graphql::{
 use chrono::{DateTime, Utc};
 use commerce_core::catalog;
 use commerce_core::entities::variant;
-use commerce_core::pricing::load::{self, VariantPriceData};
+use commerce_core::pricing::load::{self, PriceInputs as _, VariantPriceData};
 use commerce_core::pricing::{
     self as core_pricing, PriceBreakdown, PriceCandidates, PriceListInfo, PriceScope, PriceViewer,
     PricedItem, PricingError, PromotionInfo, RuleKind,
@@ -122,25 +122,27 @@ impl PricingSession {
         }
     }
 
+    /// Where the session reads its rows.
+    fn reads(&self) -> crate::read_path::model::Reads<'_> {
+        crate::read_path::model::Reads {
+            model: self.read.as_deref(),
+            db: &self.db,
+        }
+    }
+
     pub async fn lists(&self) -> Result<&Arc<Vec<PriceListInfo>>, ApiError> {
         self.lists
-            .get_or_try_init(|| async {
-                Ok(match &self.read {
-                    Some(read) => read.lists(&self.db, &self.viewer).await?,
-                    None => Arc::new(load::viewer_lists(&self.db, &self.viewer).await?),
-                })
-            })
+            .get_or_try_init(|| async { Ok(self.reads().viewer_lists(&self.viewer).await?) })
             .await
     }
 
     pub async fn promotions(&self) -> Result<&Arc<Vec<PromotionInfo>>, ApiError> {
         self.promotions
             .get_or_try_init(|| async {
-                let channel_id = self.viewer.channel_id;
-                Ok(match &self.read {
-                    Some(read) => read.promotions(&self.db, channel_id).await?,
-                    None => Arc::new(load::channel_promotions(&self.db, channel_id).await?),
-                })
+                Ok(self
+                    .reads()
+                    .channel_promotions(self.viewer.channel_id)
+                    .await?)
             })
             .await
     }
@@ -160,10 +162,11 @@ impl Loader<i64> for PriceDataByVariant {
     async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
         let lists = self.session.lists().await?;
         let list_ids: Vec<i64> = lists.iter().map(|l| l.id).collect();
-        let mut data = match &self.read {
-            Some(read) => read.price_data(&self.db, &list_ids, keys).await?,
-            None => load::variant_price_data(&self.db, &list_ids, keys).await?,
+        let reads = crate::read_path::model::Reads {
+            model: self.read.as_deref(),
+            db: &self.db,
         };
+        let mut data = reads.variant_price_data(&list_ids, keys).await?;
         // Every key gets a value, so a variant without prices is cached as such.
         for key in keys {
             data.entry(*key).or_default();

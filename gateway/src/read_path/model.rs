@@ -328,21 +328,7 @@ impl ReadModel {
         if !missing.is_empty() {
             let ticket = self.stock.ticket();
             let loaded = commerce_core::inventory::stock_rows(db, &missing).await?;
-            let mut own: HashMap<i64, StockRows> = missing
-                .iter()
-                .map(|id| (*id, StockRows::default()))
-                .collect();
-            for level in loaded.levels {
-                if let Some(rows) = own.get_mut(&level.variant_id) {
-                    rows.levels.push(level);
-                }
-            }
-            for hold in loaded.holds {
-                if let Some(rows) = own.get_mut(&hold.variant_id) {
-                    rows.holds.push(hold);
-                }
-            }
-            for (id, rows) in own {
+            for (id, rows) in per_variant(&missing, loaded) {
                 let rows = Arc::new(rows);
                 self.stock.put(ticket, id, rows.clone());
                 out.insert(id, rows);
@@ -500,26 +486,146 @@ impl ReadModel {
     }
 }
 
-/// Pricing's rows from the read model (reading the database for what it does not hold), for
-/// the core's order pricing.
-pub struct PriceInputs<'a> {
-    pub read: &'a ReadModel,
+/// Where a request reads the catalog: the read model when it may use it, else the database
+/// (the same core functions the read model remembers). Every resolver and loader reads
+/// through it, so the choice is made here once.
+#[derive(Clone, Copy)]
+pub struct Reads<'a> {
+    pub model: Option<&'a ReadModel>,
     pub db: &'a DatabaseConnection,
 }
 
-impl load::PriceInputs for PriceInputs<'_> {
+impl Reads<'_> {
+    /// A page of products ([`catalog::list_products`]).
+    pub async fn page(
+        &self,
+        channel_id: i64,
+        filter: &ProductFilter,
+        sort: ProductSort,
+        after: Option<&catalog::ProductCursor>,
+        first: u64,
+    ) -> Result<Arc<ProductPage>, CoreError> {
+        match self.model {
+            Some(model) => {
+                model
+                    .page(self.db, channel_id, filter, sort, after, first)
+                    .await
+            }
+            None => catalog::list_products(self.db, channel_id, filter, sort, after, first)
+                .await
+                .map(Arc::new),
+        }
+    }
+
+    /// How many products match ([`catalog::count_products`]).
+    pub async fn count(&self, channel_id: i64, filter: &ProductFilter) -> Result<u64, CoreError> {
+        match self.model {
+            Some(model) => model.count(self.db, channel_id, filter).await,
+            None => catalog::count_products(self.db, channel_id, filter).await,
+        }
+    }
+
+    /// One visible product ([`catalog::find_visible_product`]).
+    pub async fn product(
+        &self,
+        channel_id: i64,
+        key: &ProductKey,
+    ) -> Result<Option<product::Model>, CoreError> {
+        match self.model {
+            Some(model) => model.product(self.db, channel_id, key).await,
+            None => catalog::find_visible_product(self.db, channel_id, key).await,
+        }
+    }
+
+    /// One variant whose product is visible ([`catalog::find_visible_variant`]).
+    pub async fn variant_by_sku(
+        &self,
+        channel_id: i64,
+        sku: &str,
+    ) -> Result<Option<variant::Model>, CoreError> {
+        match self.model {
+            Some(model) => model.variant_by_sku(self.db, channel_id, sku).await,
+            None => catalog::find_visible_variant(self.db, channel_id, sku).await,
+        }
+    }
+
+    /// The visible products among `ids` ([`catalog::visible_products_by_ids`]).
+    pub async fn products_by_ids(
+        &self,
+        channel_id: i64,
+        ids: &[i64],
+    ) -> Result<Vec<product::Model>, CoreError> {
+        match self.model {
+            Some(model) => model.products_by_ids(self.db, channel_id, ids).await,
+            None => catalog::visible_products_by_ids(self.db, channel_id, ids).await,
+        }
+    }
+
+    /// The variants of each product, in display order; every product gets an answer.
+    pub async fn variants_of_products(
+        &self,
+        product_ids: &[i64],
+    ) -> Result<HashMap<i64, Arc<Vec<variant::Model>>>, CoreError> {
+        if let Some(model) = self.model {
+            return model.variants_of_products(self.db, product_ids).await;
+        }
+        let mut grouped: HashMap<i64, Vec<variant::Model>> =
+            product_ids.iter().map(|id| (*id, Vec::new())).collect();
+        for variant in catalog::variants_of_products(self.db, product_ids).await? {
+            grouped.entry(variant.product_id).or_default().push(variant);
+        }
+        Ok(grouped
+            .into_iter()
+            .map(|(id, variants)| (id, Arc::new(variants)))
+            .collect())
+    }
+
+    /// Each variant's stock levels (every location) and holds; every variant gets an answer.
+    pub async fn stock_rows(
+        &self,
+        variant_ids: &[i64],
+    ) -> Result<HashMap<i64, Arc<StockRows>>, CoreError> {
+        if let Some(model) = self.model {
+            return model.stock_rows(self.db, variant_ids).await;
+        }
+        let loaded = commerce_core::inventory::stock_rows(self.db, variant_ids).await?;
+        Ok(per_variant(variant_ids, loaded)
+            .into_iter()
+            .map(|(id, rows)| (id, Arc::new(rows)))
+            .collect())
+    }
+
+    /// The category tree ([`catalog::list_categories`]).
+    pub async fn categories(&self) -> Result<Arc<Vec<category::Model>>, CoreError> {
+        match self.model {
+            Some(model) => model.categories(self.db).await,
+            None => catalog::list_categories(self.db).await.map(Arc::new),
+        }
+    }
+}
+
+/// Pricing's rows for the core's order pricing, through the same choice.
+impl load::PriceInputs for Reads<'_> {
     async fn viewer_lists(
         &self,
         viewer: &PriceViewer,
     ) -> Result<Arc<Vec<PriceListInfo>>, CoreError> {
-        self.read.lists(self.db, viewer).await
+        match self.model {
+            Some(model) => model.lists(self.db, viewer).await,
+            None => load::viewer_lists(self.db, viewer).await.map(Arc::new),
+        }
     }
 
     async fn channel_promotions(
         &self,
         channel_id: i64,
     ) -> Result<Arc<Vec<PromotionInfo>>, CoreError> {
-        self.read.promotions(self.db, channel_id).await
+        match self.model {
+            Some(model) => model.promotions(self.db, channel_id).await,
+            None => load::channel_promotions(self.db, channel_id)
+                .await
+                .map(Arc::new),
+        }
     }
 
     async fn variant_price_data(
@@ -527,12 +633,34 @@ impl load::PriceInputs for PriceInputs<'_> {
         list_ids: &[i64],
         variant_ids: &[i64],
     ) -> Result<HashMap<i64, VariantPriceData>, CoreError> {
-        self.read.price_data(self.db, list_ids, variant_ids).await
+        match self.model {
+            Some(model) => model.price_data(self.db, list_ids, variant_ids).await,
+            None => load::variant_price_data(self.db, list_ids, variant_ids).await,
+        }
     }
 
     async fn categories(&self) -> Result<Arc<Vec<category::Model>>, CoreError> {
-        self.read.categories(self.db).await
+        Reads::categories(self).await
     }
+}
+
+/// Stock rows split by variant, an entry (maybe empty) for each of `variant_ids`.
+fn per_variant(variant_ids: &[i64], loaded: StockRows) -> HashMap<i64, StockRows> {
+    let mut own: HashMap<i64, StockRows> = variant_ids
+        .iter()
+        .map(|id| (*id, StockRows::default()))
+        .collect();
+    for level in loaded.levels {
+        if let Some(rows) = own.get_mut(&level.variant_id) {
+            rows.levels.push(level);
+        }
+    }
+    for hold in loaded.holds {
+        if let Some(rows) = own.get_mut(&hold.variant_id) {
+            rows.holds.push(hold);
+        }
+    }
+    own
 }
 
 /// The kept values for `ids` and the ids not kept.
