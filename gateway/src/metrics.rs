@@ -194,6 +194,18 @@ fn describe() {
         "Cached responses dropped by stock, price and catalog events"
     );
     metrics::describe_gauge!(RESPONSE_CACHE_ENTRIES, "Responses the cache keeps");
+    // These exist from the start at 0: a dashboard sees 0, not "no data".
+    metrics::counter!(READ_PATH_BYPASSED_TOTAL).increment(0);
+    metrics::counter!(RESPONSE_CACHE_INVALIDATED_TOTAL).increment(0);
+    for result in ["hit", "not_modified", "miss", "stored"] {
+        metrics::counter!(RESPONSE_CACHE_TOTAL, "result" => result).increment(0);
+    }
+    for result in ["hit", "miss"] {
+        metrics::counter!(READ_MODEL_LOOKUPS_TOTAL, "result" => result).increment(0);
+    }
+    for shared in ["started", "joined"] {
+        metrics::counter!(SUBSCRIPTIONS_TOTAL, "shared" => shared).increment(0);
+    }
     metrics::describe_gauge!(
         RESPONSE_CACHE_BYTES,
         metrics::Unit::Bytes,
@@ -216,21 +228,6 @@ pub fn read_model(hit: bool) {
 /// Entries one part of the read model keeps.
 pub fn read_model_entries(part: &'static str, entries: usize) {
     metrics::gauge!(READ_MODEL_ENTRIES, "part" => part).set(entries as f64);
-}
-
-/// Registers the read path's and shared subscriptions' counters at 0.
-pub fn read_path_started() {
-    metrics::counter!(READ_PATH_BYPASSED_TOTAL).increment(0);
-    metrics::counter!(RESPONSE_CACHE_INVALIDATED_TOTAL).increment(0);
-    for result in ["hit", "not_modified", "miss", "stored"] {
-        metrics::counter!(RESPONSE_CACHE_TOTAL, "result" => result).increment(0);
-    }
-    for result in ["hit", "miss"] {
-        metrics::counter!(READ_MODEL_LOOKUPS_TOTAL, "result" => result).increment(0);
-    }
-    for shared in ["started", "joined"] {
-        metrics::counter!(SUBSCRIPTIONS_TOTAL, "shared" => shared).increment(0);
-    }
 }
 
 /// A request read the database because this instance may have missed an event.

@@ -730,8 +730,9 @@ pub async fn transfer(
 // ---- availability ----
 
 /// The availability of each variant for the channel of `policy` (variants without stock
-/// are out of stock), from every level of the variants and their holds: the function the
-/// resolvers and [`reserve`] share.
+/// are out of stock), from every level of the variants and their holds ([`stock_rows`] and
+/// [`channel_availability`], the rule the gateway applies to the same rows when it keeps them
+/// in memory).
 pub async fn availability_for_variants(
     db: &impl ConnectionTrait,
     policy: &ChannelPolicy,

@@ -51,8 +51,6 @@ impl ReadPath {
                 .then(|| Arc::new(ResponseCache::new(config))),
             bus: bus.clone(),
         });
-        // Every series exists from the start (a dashboard sees 0, not "no data").
-        crate::metrics::read_path_started();
         if path.model.is_some() || path.cache.is_some() {
             // A weak handle: the bus (held by the path) must not keep the path alive.
             let weak = Arc::downgrade(&path);

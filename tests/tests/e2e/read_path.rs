@@ -390,30 +390,45 @@ async fn a_catalog_change_made_outside_the_api_is_seen_once_announced() {
 #[tokio::test]
 async fn metrics_count_hits_misses_and_invalidations() {
     let app = app_with_read_path(|_| {}).await;
-    shown(&app).await;
-    shown(&app).await;
-    adjust(&app, -1).await;
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.gateway.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for series in [
+    let scrape = || async {
+        app.client
+            .get(format!("{}/metrics", app.gateway.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    // The value of one series (counters are process-wide: the test compares before and after).
+    let value = |metrics: &str, series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing from:\n{metrics}"))
+    };
+    let counters = [
         "gateway_response_cache_total{result=\"hit\"}",
         "gateway_response_cache_total{result=\"stored\"}",
         "gateway_response_cache_invalidated_total",
         "gateway_read_model_lookups_total{result=\"hit\"}",
+    ];
+    let before = scrape().await;
+    shown(&app).await;
+    shown(&app).await;
+    adjust(&app, -1).await;
+    let after = scrape().await;
+    for series in counters {
+        assert!(
+            value(&after, series) >= value(&before, series) + 1.0,
+            "{series} did not grow"
+        );
+    }
+    for gauge in [
         "gateway_read_model_entries{part=\"channels\"}",
         "gateway_response_cache_bytes",
     ] {
-        assert!(
-            metrics.contains(series),
-            "{series} missing from:\n{metrics}"
-        );
+        value(&after, gauge);
     }
     app.gateway.stop().await.unwrap();
 }
