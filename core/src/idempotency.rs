@@ -10,7 +10,8 @@
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, SqlErr,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Set, SqlErr, Statement, Value,
 };
 
 use crate::CoreError;
@@ -62,12 +63,7 @@ pub async fn begin<C: ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> Result<Begin, CoreError> {
     check(scope, key)?;
-    if request_hash.len() != 64 || !request_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(CoreError::invalid(
-            "requestHash",
-            "must be 64 hexadecimal digits (SHA-256)",
-        ));
-    }
+    check_hash(request_hash)?;
     // Two rounds: an expired record found in the first is deleted and the key claimed anew.
     // A record that vanishes between the insert and the read (finished and expired, or
     // abandoned) also gets a second round.
@@ -135,6 +131,136 @@ pub async fn begin<C: ConnectionTrait>(
         return Ok(Begin::InProgress);
     }
     Ok(Begin::InProgress)
+}
+
+/// A key to claim with [`claim_free`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewClaim {
+    pub scope: String,
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// PostgreSQL only: claims, in one statement, each of `claims` whose key no record holds; for
+/// each, whether it was claimed ([`Begin::Run`]). A key held already (by any record: running,
+/// done or expired), or repeated within `claims` (the first wins), is not claimed here: give
+/// it to [`begin`], which says why and handles expiry and lost runs. Many requests claiming
+/// at once then cost the database one statement and one commit instead of one each.
+pub async fn claim_free<C: ConnectionTrait>(
+    db: &C,
+    claims: &[NewClaim],
+    lifetime: KeyLifetime,
+    now: DateTime<Utc>,
+) -> Result<Vec<bool>, CoreError> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Err(CoreError::invalid(
+            "database",
+            "claiming keys in one statement needs PostgreSQL",
+        ));
+    }
+    let mut claimed = vec![false; claims.len()];
+    if claims.is_empty() {
+        return Ok(claimed);
+    }
+    for claim in claims {
+        check(&claim.scope, &claim.key)?;
+        check_hash(&claim.request_hash)?;
+    }
+    let mut sql = String::from(
+        "INSERT INTO idempotency_record \
+         (scope, key, request_hash, state, expires_at, created_at, updated_at) VALUES ",
+    );
+    let mut values: Vec<Value> = Vec::with_capacity(claims.len() * 3 + 2);
+    values.push(Value::from(now + lifetime.ttl));
+    values.push(Value::from(now));
+    for (i, claim) in claims.iter().enumerate() {
+        let n = values.len();
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, '{RUNNING}', $1, $2, $2)",
+            n + 1,
+            n + 2,
+            n + 3
+        ));
+        values.push(Value::from(claim.scope.clone()));
+        values.push(Value::from(claim.key.clone()));
+        values.push(Value::from(claim.request_hash.clone()));
+    }
+    sql.push_str(" ON CONFLICT (scope, key) DO NOTHING RETURNING scope, key");
+    let inserted = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?;
+    for row in inserted {
+        let scope: String = row.try_get("", "scope")?;
+        let key: String = row.try_get("", "key")?;
+        // The first of repeated keys is the one inserted.
+        if let Some(i) = claims.iter().position(|c| c.scope == scope && c.key == key) {
+            claimed[i] = true;
+        }
+    }
+    Ok(claimed)
+}
+
+/// PostgreSQL only: [`finish`] for several keys in one statement (keys given once each); for
+/// each, whether its running record was there to store the response in.
+pub async fn finish_many<C: ConnectionTrait>(
+    db: &C,
+    responses: &[(String, String, String)],
+) -> Result<Vec<bool>, CoreError> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Err(CoreError::invalid(
+            "database",
+            "storing responses in one statement needs PostgreSQL",
+        ));
+    }
+    let mut stored = vec![false; responses.len()];
+    if responses.is_empty() {
+        return Ok(stored);
+    }
+    let mut sql = String::from(
+        "UPDATE idempotency_record AS r SET state = 'done', response = v.response, \
+         updated_at = $1 FROM (VALUES ",
+    );
+    let mut values: Vec<Value> = Vec::with_capacity(responses.len() * 3 + 1);
+    values.push(Value::from(Utc::now()));
+    for (i, (scope, key, response)) in responses.iter().enumerate() {
+        let n = values.len();
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("(${}, ${}, ${})", n + 1, n + 2, n + 3));
+        values.push(Value::from(scope.clone()));
+        values.push(Value::from(key.clone()));
+        values.push(Value::from(response.clone()));
+    }
+    sql.push_str(&format!(
+        ") AS v (scope, key, response) WHERE r.scope = v.scope AND r.key = v.key \
+         AND r.state = '{RUNNING}' RETURNING r.scope, r.key"
+    ));
+    let updated = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?;
+    for row in updated {
+        let scope: String = row.try_get("", "scope")?;
+        let key: String = row.try_get("", "key")?;
+        if let Some(i) = responses
+            .iter()
+            .position(|(s, k, _)| *s == scope && *k == key)
+        {
+            stored[i] = true;
+        }
+    }
+    Ok(stored)
 }
 
 /// Stores the response of the run that claimed `key` (JSON text): later requests replay it.
@@ -224,6 +350,17 @@ pub async fn find<C: ConnectionTrait>(
         .filter(Column::Key.eq(key))
         .one(db)
         .await?)
+}
+
+/// A request hash is SHA-256 in hex.
+fn check_hash(request_hash: &str) -> Result<(), CoreError> {
+    if request_hash.len() != 64 || !request_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(CoreError::invalid(
+            "requestHash",
+            "must be 64 hexadecimal digits (SHA-256)",
+        ));
+    }
+    Ok(())
 }
 
 /// Scopes and keys the table can hold.

@@ -11,9 +11,9 @@ use std::future::Future;
 
 use chrono::{Duration, Utc};
 use commerce_core::entities::idempotency_record;
-use commerce_core::idempotency::{self, Begin, KeyLifetime};
+use commerce_core::idempotency::{self, Begin, KeyLifetime, NewClaim};
 use migrations::{Migrator, MigratorTrait};
-use sea_orm::{DatabaseConnection, EntityTrait, PaginatorTrait};
+use sea_orm::{DatabaseConnection, DbBackend, EntityTrait, PaginatorTrait};
 
 const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const HASH_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -85,6 +85,75 @@ async fn a_key_runs_once_then_replays_and_refuses_other_requests() {
         assert!(bad.is_err());
         let bad = idempotency::begin(&db, "web:sub:a", "k2", "xyz", lifetime(), now).await;
         assert!(bad.is_err());
+        assert_eq!(records(&db).await, 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn claims_and_responses_are_written_in_batches_on_postgres() {
+    on_each_database("batches", |db| async move {
+        let now = Utc::now();
+        let claim = |key: &str, hash: &str| NewClaim {
+            scope: "web:sub:a".to_owned(),
+            key: key.to_owned(),
+            request_hash: hash.to_owned(),
+        };
+        if db.get_database_backend() != DbBackend::Postgres {
+            // SQLite claims one by one (its writers queue anyway).
+            let refused =
+                idempotency::claim_free(&db, &[claim("k1", HASH_A)], lifetime(), now).await;
+            assert!(refused.is_err());
+            assert_eq!(records(&db).await, 0);
+            return;
+        }
+        let begin = |key: &'static str, hash: &'static str| {
+            let db = db.clone();
+            async move {
+                idempotency::begin(&db, "web:sub:a", key, hash, lifetime(), now)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(begin("k1", HASH_A).await, Begin::Run);
+        // k1 is held, k2 free, k3 sent twice: only the free ones, the first of k3 included.
+        let batch = [
+            claim("k1", HASH_A),
+            claim("k2", HASH_A),
+            claim("k3", HASH_A),
+            claim("k3", HASH_B),
+        ];
+        let claimed = idempotency::claim_free(&db, &batch, lifetime(), now)
+            .await
+            .unwrap();
+        assert_eq!(claimed, [false, true, true, false]);
+        // The ones not claimed learn why one by one.
+        assert_eq!(begin("k1", HASH_A).await, Begin::InProgress);
+        assert_eq!(begin("k3", HASH_B).await, Begin::Conflict);
+        let responses = [
+            ("k2", r#"{"data":2}"#),
+            ("k3", r#"{"data":3}"#),
+            ("never-claimed", "{}"),
+        ]
+        .map(|(key, body)| ("web:sub:a".to_owned(), key.to_owned(), body.to_owned()));
+        let stored = idempotency::finish_many(&db, &responses).await.unwrap();
+        assert_eq!(stored, [true, true, false]);
+        assert_eq!(
+            begin("k2", HASH_A).await,
+            Begin::Replay(r#"{"data":2}"#.to_owned())
+        );
+        assert_eq!(
+            begin("k3", HASH_A).await,
+            Begin::Replay(r#"{"data":3}"#.to_owned())
+        );
+        assert_eq!(records(&db).await, 3);
+        // One bad key refuses the whole batch, writing nothing.
+        let bad = [claim("k4", HASH_A), claim("", HASH_A)];
+        assert!(
+            idempotency::claim_free(&db, &bad, lifetime(), now)
+                .await
+                .is_err()
+        );
         assert_eq!(records(&db).await, 3);
     })
     .await;

@@ -69,8 +69,8 @@ pub enum Event {
     /// Holds of these variants changed (set, changed or removed): no stock level moved, but
     /// what channels can sell did.
     StockHoldsChanged { variant_ids: Vec<i64> },
-    /// Catalog rows (products, variants, listings, categories, channels, locations) changed
-    /// outside the API's own events: whoever keeps them reloads.
+    /// Catalog rows (products, variants, listings, categories, channels, locations,
+    /// customers) changed outside the API's own events: whoever keeps them reloads.
     CatalogChanged,
 }
 

@@ -17,9 +17,10 @@ use std::time::Duration;
 use async_graphql::parser::types::{ExecutableDocument, OperationDefinition, Selection};
 use async_graphql::{Name, Positioned, Value as ConstValue, Variables};
 use axum::http::HeaderMap;
-use commerce_core::idempotency::{self, Begin, KeyLifetime};
+use commerce_core::idempotency::{self, Begin, KeyLifetime, NewClaim};
 use sea_orm::DatabaseConnection;
 use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::IdempotencyConfig;
 
@@ -313,13 +314,114 @@ pub enum Refusal {
     Internal,
 }
 
+/// Most claims (or stored responses) written in one statement.
+pub const MAX_BATCH: usize = 64;
+
+/// One request's part of a batch, and where its outcome goes (`None`: the batch failed).
+type Batched<T> = (T, oneshot::Sender<Option<bool>>);
+
+/// Claims and stored responses of many requests written together, on PostgreSQL: a request
+/// that comes while a batch is being written joins the next one, which carries every request
+/// that came meanwhile (at most [`MAX_BATCH`]). Under load the records cost the database one
+/// statement and one commit per batch instead of one per request; alone, a request waits for
+/// nothing. Each request still gets its own outcome, and keys already held go on to
+/// [`idempotency::begin`] one by one.
+pub struct Batches {
+    claims: mpsc::Sender<Batched<NewClaim>>,
+    responses: mpsc::Sender<Batched<(String, String, String)>>,
+}
+
+impl Batches {
+    /// The batch writers (tasks of the current runtime; they end with the last handle).
+    pub fn new(db: DatabaseConnection, lifetime: KeyLifetime) -> Self {
+        let claims = {
+            let db = db.clone();
+            batch_writer("claiming idempotency keys", move |claims| {
+                let db = db.clone();
+                async move { idempotency::claim_free(&db, &claims, lifetime, chrono::Utc::now()).await }
+            })
+        };
+        let responses = batch_writer("storing idempotent responses", move |responses| {
+            let db = db.clone();
+            async move { idempotency::finish_many(&db, &responses).await }
+        });
+        Self { claims, responses }
+    }
+
+    async fn claim(&self, keyed: &Keyed) -> Option<bool> {
+        let claim = NewClaim {
+            scope: keyed.scope.clone(),
+            key: keyed.key.clone(),
+            request_hash: keyed.request_hash.clone(),
+        };
+        send(&self.claims, claim).await
+    }
+
+    async fn finish(&self, keyed: &Keyed, body: &str) -> Option<bool> {
+        let response = (keyed.scope.clone(), keyed.key.clone(), body.to_owned());
+        send(&self.responses, response).await
+    }
+}
+
+async fn send<T>(writer: &mpsc::Sender<Batched<T>>, item: T) -> Option<bool> {
+    let (reply, outcome) = oneshot::channel();
+    writer.send((item, reply)).await.ok()?;
+    outcome.await.ok().flatten()
+}
+
+/// A task that writes what is sent to it in batches with `write` (one outcome per item, in
+/// order), one batch at a time.
+fn batch_writer<T, W, F>(what: &'static str, write: W) -> mpsc::Sender<Batched<T>>
+where
+    T: Send + 'static,
+    W: Fn(Vec<T>) -> F + Send + 'static,
+    F: Future<Output = Result<Vec<bool>, commerce_core::CoreError>> + Send,
+{
+    let (sender, mut queue) = mpsc::channel::<Batched<T>>(4 * MAX_BATCH);
+    tokio::spawn(async move {
+        while let Some(first) = queue.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            let (items, replies): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
+            match write(items).await {
+                Ok(outcomes) => {
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(Some(outcome));
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "{what} failed");
+                    for reply in replies {
+                        let _ = reply.send(None);
+                    }
+                }
+            }
+        }
+    });
+    sender
+}
+
 /// Claims the key, waiting up to `settings.wait` (polling every [`POLL_EVERY`]) while the
-/// first request with it runs. Expired records are deleted on the way.
+/// first request with it runs. Expired records are deleted on the way. With `batches` (on
+/// PostgreSQL), a free key is claimed in a batch; a held one goes on one by one.
 pub async fn claim(
     db: &DatabaseConnection,
     keyed: &Keyed,
     settings: &Settings,
+    batches: Option<&Batches>,
 ) -> Result<Claim, Refusal> {
+    if let Some(batches) = batches {
+        match batches.claim(keyed).await {
+            Some(true) => return Ok(Claim::Run),
+            Some(false) => {}
+            None => return Err(Refusal::Internal),
+        }
+    }
     let deadline = tokio::time::Instant::now() + settings.wait;
     loop {
         let begun = idempotency::begin(
@@ -349,18 +451,37 @@ pub async fn claim(
 
 /// After the run: stores `body` (the response as sent) for replays, or with `None` frees the
 /// key so a retry runs again (the run failed on our side, or was refused before running).
-pub async fn settle(db: &DatabaseConnection, keyed: &Keyed, body: Option<&str>) {
-    let settled = match body {
-        Some(body) => idempotency::finish(db, &keyed.scope, &keyed.key, body)
+/// With `batches` (on PostgreSQL), a response is stored in a batch.
+pub async fn settle(
+    db: &DatabaseConnection,
+    keyed: &Keyed,
+    body: Option<&str>,
+    batches: Option<&Batches>,
+) {
+    let lost = || {
+        tracing::warn!(
+            "an idempotency key lost its record while its request ran; the response was not stored"
+        );
+    };
+    let settled = match (body, batches) {
+        (Some(body), Some(batches)) => match batches.finish(keyed, body).await {
+            Some(stored) => {
+                if !stored {
+                    lost();
+                }
+                Ok(())
+            }
+            // Logged by the writer; the record stays `running` (below).
+            None => return,
+        },
+        (Some(body), None) => idempotency::finish(db, &keyed.scope, &keyed.key, body)
             .await
             .map(|stored| {
                 if !stored {
-                    tracing::warn!(
-                        "an idempotency key lost its record while its request ran; the response was not stored"
-                    );
+                    lost();
                 }
             }),
-        None => idempotency::abandon(db, &keyed.scope, &keyed.key).await,
+        (None, _) => idempotency::abandon(db, &keyed.scope, &keyed.key).await,
     };
     if let Err(err) = settled {
         // The record stays `running`: repeats wait, then are told to retry, until it is

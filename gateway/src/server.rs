@@ -79,6 +79,8 @@ pub struct Shared {
     pub sku_names: crate::graphql::stock_events::SkuNames,
     /// How long idempotency keys live and repeats wait (`[idempotency]`).
     pub idempotency: crate::idempotency::Settings,
+    /// On PostgreSQL: idempotency records written in batches under load.
+    pub idempotency_batches: Option<Arc<crate::idempotency::Batches>>,
     /// The sockets open at `/graphql/ws`, in all and per client address.
     pub sockets: Arc<crate::transport::Sockets>,
     /// The in-memory read model and the response cache (`[read_path]`), kept by the bus.
@@ -519,6 +521,15 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
     let read_path = crate::read_path::ReadPath::new(&config.read_path, &bus);
     read_path.warm(&db).await?;
     let (closing, closing_signal) = tokio::sync::watch::channel(false);
+    let idempotency_settings =
+        crate::idempotency::Settings::new(&config.idempotency, config.http.request_timeout_secs);
+    let idempotency_batches =
+        (db.get_database_backend() == sea_orm::DbBackend::Postgres).then(|| {
+            Arc::new(crate::idempotency::Batches::new(
+                db.clone(),
+                idempotency_settings.lifetime,
+            ))
+        });
     let state = AppState(Arc::new(Shared {
         schema: build_schema(&config.graphql),
         db,
@@ -541,10 +552,8 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
         cors: Arc::new(crate::cors::CorsPolicy::new(&config.cors, demo_mode)),
         websocket: config.websocket.clone(),
         sku_names: Default::default(),
-        idempotency: crate::idempotency::Settings::new(
-            &config.idempotency,
-            config.http.request_timeout_secs,
-        ),
+        idempotency: idempotency_settings,
+        idempotency_batches,
         sockets: Arc::default(),
         read_path,
         fanout: Default::default(),

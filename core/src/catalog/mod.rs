@@ -498,7 +498,7 @@ pub async fn find_visible_product(
 
 /// The visible products among `ids`, in any order.
 pub async fn visible_products_by_ids(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     channel_id: i64,
     ids: &[i64],
 ) -> Result<Vec<product::Model>, CoreError> {
@@ -544,7 +544,7 @@ pub async fn find_visible_variant(
 
 /// The variants with these SKUs whose products are visible on the channel, in one statement.
 pub async fn visible_variants_by_skus(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     channel_id: i64,
     skus: &[String],
 ) -> Result<Vec<variant::Model>, CoreError> {

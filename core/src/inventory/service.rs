@@ -312,22 +312,32 @@ pub(crate) async fn lock_variant(
     variant_id: i64,
     field: &str,
 ) -> Result<(), CoreError> {
-    if txn.get_database_backend() == DbBackend::Postgres {
-        txn.query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            [format!("inventory.variant:{variant_id}").into()],
-        ))
-        .await?;
-    }
-    if variant::Entity::find_by_id(variant_id)
-        .select_only()
-        .column(variant::Column::Id)
-        .into_tuple::<i64>()
-        .one(txn)
-        .await?
-        .is_none()
-    {
+    let exists = if txn.get_database_backend() == DbBackend::Postgres {
+        // The lock and the check in one round trip (variants are never deleted while
+        // stock rows name them, so the statement's snapshot answers the check).
+        let row = txn
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0)) AS locked, \
+                 EXISTS (SELECT 1 FROM variant WHERE id = $2) AS found",
+                [
+                    format!("inventory.variant:{variant_id}").into(),
+                    variant_id.into(),
+                ],
+            ))
+            .await?
+            .ok_or_else(|| DbErr::RecordNotFound("advisory lock row".to_owned()))?;
+        row.try_get::<bool>("", "found")?
+    } else {
+        variant::Entity::find_by_id(variant_id)
+            .select_only()
+            .column(variant::Column::Id)
+            .into_tuple::<i64>()
+            .one(txn)
+            .await?
+            .is_some()
+    };
+    if !exists {
         return Err(not_found("variant", variant_id, field));
     }
     Ok(())
@@ -465,7 +475,7 @@ pub(crate) async fn apply(
             format!("would take on hand above {}", i32::MAX),
         ));
     }
-    let result = stock_level::Entity::update_many()
+    let update = stock_level::Entity::update_many()
         .col_expr(C::OnHand, Expr::col(C::OnHand).add(mv.on_hand))
         .col_expr(C::Reserved, Expr::col(C::Reserved).add(mv.reserved))
         .col_expr(C::Version, Expr::col(C::Version).add(1))
@@ -476,10 +486,22 @@ pub(crate) async fn apply(
                 .add(mv.on_hand)
                 .gte(Expr::col(C::Reserved).add(mv.reserved)),
         )
-        .filter(Expr::col(C::Reserved).add(mv.reserved).gte(0))
-        .exec(txn)
-        .await?;
-    if result.rows_affected != 1 {
+        .filter(Expr::col(C::Reserved).add(mv.reserved).gte(0));
+    // The level as updated: returned by the UPDATE where the backend can (PostgreSQL), read
+    // again otherwise.
+    let updated = if txn.support_returning() {
+        update.exec_with_returning(txn).await?.pop()
+    } else if update.exec(txn).await?.rows_affected == 1 {
+        Some(
+            stock_level::Entity::find_by_id(level.id)
+                .one(txn)
+                .await?
+                .ok_or_else(|| DbErr::RecordNotFound(format!("stock_level {}", level.id)))?,
+        )
+    } else {
+        None
+    };
+    let Some(updated) = updated else {
         let current = stock_level::Entity::find_by_id(level.id).one(txn).await?;
         let free = current.map_or(0, |l| i64::from(l.on_hand) - i64::from(l.reserved));
         let requested =
@@ -491,11 +513,7 @@ pub(crate) async fn apply(
             requested,
             free,
         ));
-    }
-    let updated = stock_level::Entity::find_by_id(level.id)
-        .one(txn)
-        .await?
-        .ok_or_else(|| DbErr::RecordNotFound(format!("stock_level {}", level.id)))?;
+    };
     let movement = inventory_movement::ActiveModel {
         variant_id: Set(level.variant_id),
         location_id: Set(level.location_id),

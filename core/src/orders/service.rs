@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, ExprTrait, QueryFilter, QueryOrder, Set, SqlErr,
+    EntityTrait, ExprTrait, QueryFilter, QueryOrder, Set,
 };
 use serde_json::json;
 
@@ -30,8 +30,8 @@ use super::routing::{
 use crate::CoreError;
 use crate::channels::ChannelPolicy;
 use crate::entities::{
-    order, order_event, order_line, product, reservation, shipment, shipment_line, stock_location,
-    variant,
+    order, order_event, order_line, product, reservation, shipment, shipment_line, stock_level,
+    stock_location, variant,
 };
 use crate::error::StockShortage;
 use crate::inventory::service::{
@@ -188,8 +188,8 @@ pub async fn plan_with(
     now: DateTime<Utc>,
 ) -> Result<Planned, OrderError> {
     check_for(policy, input)?;
-    let lines = price(db, inputs, policy, input, now).await?;
-    let (plan, locations) = route_lines(db, policy, input, &lines, now).await?;
+    let lines = price(inputs, policy, input, now).await?;
+    let (plan, locations, _) = route_lines(db, policy, input, &lines, now).await?;
     Ok(Planned {
         plan,
         lines,
@@ -228,41 +228,47 @@ pub async fn place_with(
 ) -> Result<Placed, OrderError> {
     check_for(policy, input)?;
     let now = micros(now);
-    if let Some(existing) = existing_order(db, policy, input).await? {
-        return Ok(existing);
+    let placed = async {
+        let lines = price(inputs, policy, input, now).await?;
+        in_write(db, async |txn| {
+            // The order and its lines first: they do not depend on the stock, so the
+            // variants' locks below are held for as few statements as possible (and a
+            // repeat of a placed order fails on its unique key before taking any).
+            let head = write_head(txn, policy, input, &lines, now).await?;
+            let mut variant_ids: Vec<i64> = lines.iter().map(|l| l.variant.id).collect();
+            variant_ids.sort_unstable();
+            for (i, id) in variant_ids.iter().enumerate() {
+                lock_variant(txn, *id, &format!("lines[{i}].sku")).await?;
+            }
+            let (plan, _, levels) =
+                route_lines(txn, policy, input, &lines, now)
+                    .await
+                    .map_err(|err| match err {
+                        OrderError::Core(err) => err,
+                        OrderError::Pricing { .. } | OrderError::UnknownSku { .. } => {
+                            unreachable!("lines are priced before")
+                        }
+                    })?;
+            write_routing(txn, policy, input, head, &plan, &levels, now).await
+        })
+        .await
+        .map_err(OrderError::from)
     }
-    let lines = price(db, inputs, policy, input, now).await?;
-    let placed = in_write(db, async |txn| {
-        let mut variant_ids: Vec<i64> = lines.iter().map(|l| l.variant.id).collect();
-        variant_ids.sort_unstable();
-        for (i, id) in variant_ids.iter().enumerate() {
-            lock_variant(txn, *id, &format!("lines[{i}].sku")).await?;
-        }
-        let (plan, _) =
-            route_lines(txn, policy, input, &lines, now)
-                .await
-                .map_err(|err| match err {
-                    OrderError::Core(err) => err,
-                    OrderError::Pricing { .. } | OrderError::UnknownSku { .. } => {
-                        unreachable!("lines are priced before")
-                    }
-                })?;
-        write_order(txn, policy, input, &lines, &plan, now).await
-    })
     .await;
     match placed {
         Ok(placed) => Ok(placed),
-        // Two placements of one external order (or key) at once: the loser returns the
-        // winner's.
-        Err(CoreError::Database(err))
-            if (input.external_ref.is_some() || input.idempotency_key.is_some())
-                && matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) =>
-        {
-            existing_order(db, policy, input)
-                .await?
-                .ok_or_else(|| OrderError::Core(CoreError::Database(err)))
+        // An order already placed under the reference or key (a repeat, or two placements of
+        // one order at once: the order's insert then violates its unique index) is returned
+        // instead of the error. Looked up only on failure, so a first placement reads nothing
+        // more; and on any failure, so a repeat is answered its order even where placing it
+        // again would fail now (its stock sold since, its SKU delisted).
+        Err(err) if input.external_ref.is_some() || input.idempotency_key.is_some() => {
+            match existing_order(db, policy, input).await? {
+                Some(existing) => Ok(existing),
+                None => Err(err),
+            }
         }
-        Err(err) => Err(err.into()),
+        Err(err) => Err(err),
     }
 }
 
@@ -433,7 +439,6 @@ async fn existing_order(
 
 /// Prices every line for the viewer (quantity rules enforced).
 async fn price(
-    db: &DatabaseConnection,
     inputs: &impl load::PriceInputs,
     policy: &ChannelPolicy,
     input: &NewOrder,
@@ -444,7 +449,7 @@ async fn price(
         .iter()
         .map(|l| l.sku.trim().to_owned())
         .collect();
-    let variants = crate::catalog::visible_variants_by_skus(db, policy.channel.id, &skus).await?;
+    let variants = inputs.visible_variants(policy.channel.id, &skus).await?;
     let by_sku: HashMap<&str, &variant::Model> =
         variants.iter().map(|v| (v.sku.as_str(), v)).collect();
     for (i, sku) in skus.iter().enumerate() {
@@ -460,23 +465,23 @@ async fn price(
     let list_ids: Vec<i64> = lists.iter().map(|l| l.id).collect();
     let variant_ids: Vec<i64> = variants.iter().map(|v| v.id).collect();
     let data = inputs.variant_price_data(&list_ids, &variant_ids).await?;
-    let products: HashMap<i64, product::Model> = product::Entity::find()
-        .filter(product::Column::Id.is_in(variants.iter().map(|v| v.product_id)))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|p| (p.id, p))
-        .collect();
-    // The category tree only matters to promotions on a category.
-    let categories = if promotions.iter().any(|p| {
+    // The products' categories only matter to promotions on a category.
+    let (products, categories): (HashMap<i64, product::Model>, _) = if promotions.iter().any(|p| {
         matches!(
             p.target,
             crate::pricing::resolve::PromotionTarget::Category(_)
         )
     }) {
-        inputs.categories().await?
+        let product_ids: Vec<i64> = variants.iter().map(|v| v.product_id).collect();
+        let products = inputs
+            .visible_products(policy.channel.id, &product_ids)
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p))
+            .collect();
+        (products, inputs.categories().await?)
     } else {
-        std::sync::Arc::default()
+        (HashMap::new(), std::sync::Arc::default())
     };
     let mut priced = Vec::with_capacity(skus.len());
     for (i, (line, sku)) in input.lines.iter().zip(&skus).enumerate() {
@@ -521,7 +526,14 @@ async fn route_lines(
     input: &NewOrder,
     lines: &[PricedLine],
     now: DateTime<Utc>,
-) -> Result<(Plan, HashMap<i64, stock_location::Model>), OrderError> {
+) -> Result<
+    (
+        Plan,
+        HashMap<i64, stock_location::Model>,
+        HashMap<(i64, i64), stock_level::Model>,
+    ),
+    OrderError,
+> {
     let mut candidates: Vec<Candidate> = policy
         .locations
         .iter()
@@ -544,10 +556,18 @@ async fn route_lines(
     // What the channel may take at each location, and in all (safety stock and other
     // channels' holds respected, as for a reservation).
     let mut channel_total: HashMap<i64, i64> = HashMap::new();
+    // The levels read, by (variant, location): under the order's locks they are what its
+    // reservations update.
+    let mut read_levels = HashMap::new();
     for line in lines {
         let levels = levels_of(conn, line.variant.id).await?;
         let holds = holds_of(conn, line.variant.id).await?;
         let seen = channel_availability(policy, StockView::Exact, line.variant.id, &levels, &holds);
+        read_levels.extend(
+            levels
+                .into_iter()
+                .map(|level| ((level.variant_id, level.location_id), level)),
+        );
         channel_total.insert(line.variant.id, seen.available);
         for at in &seen.locations {
             if let Some(candidate) = candidates
@@ -649,18 +669,17 @@ async fn route_lines(
         .iter()
         .map(|l| (l.location.id, l.location.clone()))
         .collect();
-    Ok((plan, locations))
+    Ok((plan, locations, read_levels))
 }
 
-/// Writes the order, its lines, reservations, shipments and first event.
-async fn write_order(
+/// Writes the order and its lines.
+async fn write_head(
     txn: &DatabaseTransaction,
     policy: &ChannelPolicy,
     input: &NewOrder,
     lines: &[PricedLine],
-    plan: &Plan,
     now: DateTime<Utc>,
-) -> Result<Placed, CoreError> {
+) -> Result<(order::Model, Vec<order_line::Model>), CoreError> {
     let currency = policy.channel.currency.clone();
     let subtotal: rust_decimal::Decimal = lines.iter().map(|l| l.price.list_line_total).sum();
     let total: rust_decimal::Decimal = lines.iter().map(|l| l.price.line_total).sum();
@@ -721,6 +740,21 @@ async fn write_order(
         .await?;
         line_rows.push(row);
     }
+    Ok((order, line_rows))
+}
+
+/// Writes the order's reservations, shipments and first event, as `plan` routed it over the
+/// `levels` read under the variants' locks.
+async fn write_routing(
+    txn: &DatabaseTransaction,
+    policy: &ChannelPolicy,
+    input: &NewOrder,
+    (order, line_rows): (order::Model, Vec<order_line::Model>),
+    plan: &Plan,
+    levels: &HashMap<(i64, i64), stock_level::Model>,
+    now: DateTime<Utc>,
+) -> Result<Placed, CoreError> {
+    let number = order.number.clone();
     let mut change = StockChange::default();
     let owner = Owner {
         kind: OwnerKind::Order,
@@ -750,7 +784,10 @@ async fn write_order(
         for part in &group.lines {
             let units = i32::try_from(part.quantity).expect("at most a line's i32 quantity");
             if !part.backordered {
-                let level = level_or_new(txn, part.variant_id, group.location_id, now).await?;
+                let level = match levels.get(&(part.variant_id, group.location_id)) {
+                    Some(level) => level.clone(),
+                    None => level_or_new(txn, part.variant_id, group.location_id, now).await?,
+                };
                 hold_at(
                     txn,
                     &level,

@@ -248,10 +248,11 @@ pub fn category_path(categories: &[crate::entities::category::Model], id: i64) -
     path
 }
 
-/// The rows pricing reads besides the variants: the viewer's lists, the channel's promotions,
-/// the entries and quantity rules of variants, and the category tree. [`FromDatabase`] reads
-/// them; a caller that keeps the same rows current (the gateway's read model) passes its own,
-/// so placing an order does not read again what a catalog page has just read.
+/// The rows an order is priced from: its variants and their products (visible on the
+/// channel), the viewer's lists, the channel's promotions, the entries and quantity rules of
+/// variants, and the category tree. [`FromDatabase`] reads them; a caller that keeps the same
+/// rows current (the gateway's read model) passes its own, so placing an order does not read
+/// again what a catalog page has just read.
 pub trait PriceInputs: Sync {
     fn viewer_lists(
         &self,
@@ -274,6 +275,22 @@ pub trait PriceInputs: Sync {
     ) -> impl Future<
         Output = Result<std::sync::Arc<Vec<crate::entities::category::Model>>, CoreError>,
     > + Send;
+
+    /// The variants among `skus` whose products are visible on the channel
+    /// ([`crate::catalog::visible_variants_by_skus`]).
+    fn visible_variants(
+        &self,
+        channel_id: i64,
+        skus: &[String],
+    ) -> impl Future<Output = Result<Vec<crate::entities::variant::Model>, CoreError>> + Send;
+
+    /// The products among `ids` visible on the channel
+    /// ([`crate::catalog::visible_products_by_ids`]).
+    fn visible_products(
+        &self,
+        channel_id: i64,
+        ids: &[i64],
+    ) -> impl Future<Output = Result<Vec<crate::entities::product::Model>, CoreError>> + Send;
 }
 
 /// Pricing's rows, read from the database.
@@ -310,5 +327,21 @@ impl<C: ConnectionTrait + Sync> PriceInputs for FromDatabase<'_, C> {
         crate::catalog::list_categories(self.0)
             .await
             .map(std::sync::Arc::new)
+    }
+
+    async fn visible_variants(
+        &self,
+        channel_id: i64,
+        skus: &[String],
+    ) -> Result<Vec<crate::entities::variant::Model>, CoreError> {
+        crate::catalog::visible_variants_by_skus(self.0, channel_id, skus).await
+    }
+
+    async fn visible_products(
+        &self,
+        channel_id: i64,
+        ids: &[i64],
+    ) -> Result<Vec<crate::entities::product::Model>, CoreError> {
+        crate::catalog::visible_products_by_ids(self.0, channel_id, ids).await
     }
 }

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, header};
 use commerce_core::CoreError;
 use commerce_core::channels::{self, ChannelPolicy};
-use commerce_core::pricing::load::customer_by_email;
 
 use super::tokens::{AuthError, Claims, Role, bearer_token};
 use crate::errors::code;
 use crate::graphql::Viewer;
 use crate::read_path::ReadModel;
+use crate::read_path::model::Reads;
 use crate::server::AppState;
 use crate::transport::{CHANNEL_HEADER, DEFAULT_CHANNEL};
 
@@ -123,9 +123,15 @@ pub(crate) async fn resolve_viewer(
     };
     let customer = match &claims.customer {
         None => None,
-        Some(email) => match customer_by_email(&state.db, email).await {
-            Ok(customer) => Some(customer),
-            Err(CoreError::NotFound { .. }) => {
+        Some(email) => match (Reads {
+            model: read,
+            db: &state.db,
+        })
+        .customer(email)
+        .await
+        {
+            Ok(Some(customer)) => Some(customer),
+            Ok(None) => {
                 return Err(Refusal::unauthenticated(
                     "the token names a customer that does not exist",
                 ));

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use commerce_core::CoreError;
 use commerce_core::catalog::{self, ProductFilter, ProductKey, ProductPage, ProductSort};
 use commerce_core::channels::{self, ChannelPolicy};
-use commerce_core::entities::{category, product, variant};
+use commerce_core::entities::{category, customer, product, variant};
 use commerce_core::inventory::StockRows;
 use commerce_core::pricing::load::{self, VariantPriceData};
 use commerce_core::pricing::{PriceListInfo, PriceViewer, PromotionInfo};
@@ -92,6 +92,9 @@ pub struct ReadModel {
     price_data: Memo<(Arc<[i64]>, i64), VariantPriceData>,
     /// When the next price list or promotion window opens or closes (`None`: none ahead).
     price_horizon: Memo<(), Option<DateTime<Utc>>>,
+    /// Customers by the email a token names (`None`: no such customer). Customers change
+    /// only outside the API, so only `CatalogChanged` (and a missed event) clears them.
+    customers: Memo<String, Option<customer::Model>>,
 }
 
 /// Where `Memo::ticket`, a database read and `Memo::put` meet: the cached answer, or the
@@ -134,6 +137,7 @@ impl ReadModel {
             promotions: Memo::new(n, ttl),
             price_data: Memo::new(n, ttl),
             price_horizon: Memo::new(1, ttl),
+            customers: Memo::new(n, ttl),
         }
     }
 
@@ -249,6 +253,52 @@ impl ReadModel {
             self.variants_by_sku,
             (channel_id, sku.to_owned()),
             catalog::find_visible_variant(db, channel_id, sku).await
+        )
+    }
+
+    /// The variants among `skus` whose products are visible
+    /// ([`catalog::visible_variants_by_skus`]), the missing ones read in one statement.
+    pub async fn variants_by_skus(
+        &self,
+        db: &DatabaseConnection,
+        channel_id: i64,
+        skus: &[String],
+    ) -> Result<Vec<variant::Model>, CoreError> {
+        let mut found = Vec::with_capacity(skus.len());
+        let mut missing = Vec::new();
+        for sku in skus {
+            match self.variants_by_sku.get(&(channel_id, sku.clone())) {
+                Some(kept) => found.extend(kept),
+                None => missing.push(sku.clone()),
+            }
+        }
+        crate::metrics::read_model(missing.is_empty());
+        if !missing.is_empty() {
+            let ticket = self.variants_by_sku.ticket();
+            let loaded = catalog::visible_variants_by_skus(db, channel_id, &missing).await?;
+            for sku in missing {
+                let model = loaded.iter().find(|v| v.sku == sku).cloned();
+                self.variants_by_sku.put(ticket, (channel_id, sku), model);
+            }
+            found.extend(loaded);
+        }
+        Ok(found)
+    }
+
+    /// The customer a token names ([`load::customer_by_email`]); `None` when there is none.
+    pub async fn customer(
+        &self,
+        db: &DatabaseConnection,
+        email: &str,
+    ) -> Result<Option<customer::Model>, CoreError> {
+        memoized!(
+            self.customers,
+            email.to_owned(),
+            match load::customer_by_email(db, email).await {
+                Ok(found) => Ok(Some(found)),
+                Err(CoreError::NotFound { .. }) => Ok(None),
+                Err(err) => Err(err),
+            }
         )
     }
 
@@ -464,10 +514,11 @@ impl ReadModel {
         self.promotions.clear();
         self.price_data.clear();
         self.price_horizon.clear();
+        self.customers.clear();
     }
 
     /// Entries kept per part, for `/metrics`.
-    pub fn sizes(&self) -> [(&'static str, usize); 13] {
+    pub fn sizes(&self) -> [(&'static str, usize); 14] {
         [
             ("channels", self.channels.len()),
             ("categories", self.categories.len()),
@@ -482,6 +533,7 @@ impl ReadModel {
             ("promotions", self.promotions.len()),
             ("price_data", self.price_data.len()),
             ("price_horizon", self.price_horizon.len()),
+            ("customers", self.customers.len()),
         ]
     }
 }
@@ -602,6 +654,18 @@ impl Reads<'_> {
             None => catalog::list_categories(self.db).await.map(Arc::new),
         }
     }
+
+    /// The customer a token names ([`load::customer_by_email`]); `None` when there is none.
+    pub async fn customer(&self, email: &str) -> Result<Option<customer::Model>, CoreError> {
+        match self.model {
+            Some(model) => model.customer(self.db, email).await,
+            None => match load::customer_by_email(self.db, email).await {
+                Ok(found) => Ok(Some(found)),
+                Err(CoreError::NotFound { .. }) => Ok(None),
+                Err(err) => Err(err),
+            },
+        }
+    }
 }
 
 /// Pricing's rows for the core's order pricing, through the same choice.
@@ -641,6 +705,25 @@ impl load::PriceInputs for Reads<'_> {
 
     async fn categories(&self) -> Result<Arc<Vec<category::Model>>, CoreError> {
         Reads::categories(self).await
+    }
+
+    async fn visible_variants(
+        &self,
+        channel_id: i64,
+        skus: &[String],
+    ) -> Result<Vec<variant::Model>, CoreError> {
+        match self.model {
+            Some(model) => model.variants_by_skus(self.db, channel_id, skus).await,
+            None => catalog::visible_variants_by_skus(self.db, channel_id, skus).await,
+        }
+    }
+
+    async fn visible_products(
+        &self,
+        channel_id: i64,
+        ids: &[i64],
+    ) -> Result<Vec<product::Model>, CoreError> {
+        self.products_by_ids(channel_id, ids).await
     }
 }
 

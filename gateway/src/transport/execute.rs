@@ -604,7 +604,8 @@ async fn execute_once(
     media: ResponseMedia,
 ) -> Response {
     use crate::idempotency::{Claim, REPLAYED_HEADER, Refusal};
-    match crate::idempotency::claim(&state.db, &keyed, &state.idempotency).await {
+    let batches = state.idempotency_batches.as_deref();
+    match crate::idempotency::claim(&state.db, &keyed, &state.idempotency, batches).await {
         Ok(Claim::Run) => {}
         Ok(Claim::Replay(body)) => {
             let mut response = with_media(StatusCode::OK, media, body);
@@ -685,7 +686,13 @@ async fn execute_once(
                     &crate::response_size::too_large_message(state.max_response_bytes),
                 )),
             };
-            crate::idempotency::settle(&state.db, &keyed, stored.as_deref()).await;
+            crate::idempotency::settle(
+                &state.db,
+                &keyed,
+                stored.as_deref(),
+                state.idempotency_batches.as_deref(),
+            )
+            .await;
             rendered
         }
     };
@@ -711,7 +718,7 @@ async fn execute_once(
         }
         Err(err) => {
             tracing::error!(error = %err, "a keyed mutation's task failed");
-            crate::idempotency::settle(&state.db, &keyed, None).await;
+            crate::idempotency::settle(&state.db, &keyed, None, batches).await;
             Rejection::internal().into_response(media)
         }
     }

@@ -308,6 +308,54 @@ async fn an_external_order_is_never_created_twice_and_cancelling_releases_its_st
 }
 
 #[tokio::test]
+async fn a_repeated_external_order_is_answered_after_its_stock_sold_out() {
+    let app = spawn_app().await;
+    let admin = admin(&app);
+    let input = json!({
+        "lines": [{ "sku": SKU, "quantity": 1 }], "shipTo": ship_to(),
+        "externalRef": "MKT-SOLD-1", "idempotencyKey": "sold-a",
+    });
+    let first = admin.query(&place_query(), json!({ "input": input })).await;
+    let first = first.data()["placeOrder"].clone();
+    // Every unit left goes: placing the same lines again would now be short.
+    for (location, on_hand, reserved) in levels(&app, SKU).await {
+        if on_hand != reserved {
+            admin
+                .query(
+                    "mutation($input: AdjustStockInput!) { adjustStock(input: $input) { onHand } }",
+                    json!({ "input": { "sku": SKU, "location": location, "delta": reserved - on_hand, "reason": "sold out" } }),
+                )
+                .await
+                .data();
+        }
+    }
+    let short = admin
+        .query(
+            &place_query(),
+            json!({ "input": { "lines": [{ "sku": SKU, "quantity": 1 }], "shipTo": ship_to(), "idempotencyKey": "sold-b" } }),
+        )
+        .await;
+    assert_eq!(
+        short.error_codes(),
+        ["INSUFFICIENT_STOCK"],
+        "{}",
+        short.body
+    );
+    let before = levels(&app, SKU).await;
+    // The same external order under a new key: its order, not INSUFFICIENT_STOCK.
+    let mut again = input.clone();
+    again["idempotencyKey"] = json!("sold-c");
+    let second = admin.query(&place_query(), json!({ "input": again })).await;
+    assert_eq!(
+        second.data()["placeOrder"]["id"],
+        first["id"],
+        "{}",
+        second.body
+    );
+    assert_eq!(levels(&app, SKU).await, before, "nothing reserved again");
+}
+
+#[tokio::test]
 async fn concurrent_orders_never_oversell() {
     let app = spawn_app().await;
     let admin = admin(&app);
