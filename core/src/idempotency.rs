@@ -173,7 +173,12 @@ pub async fn claim_free<C: ConnectionTrait>(
     let mut values: Vec<Value> = Vec::with_capacity(claims.len() * 3 + 2);
     values.push(Value::from(now + lifetime.ttl));
     values.push(Value::from(now));
-    for (i, claim) in claims.iter().enumerate() {
+    // In key order: two batches (of two instances) that share keys then wait for each other
+    // in the same order, never in a cycle (a deadlock). The sort is stable, so of a key sent
+    // twice the first is inserted.
+    let mut ordered: Vec<&NewClaim> = claims.iter().collect();
+    ordered.sort_by(|a, b| (&a.scope, &a.key).cmp(&(&b.scope, &b.key)));
+    for (i, claim) in ordered.into_iter().enumerate() {
         let n = values.len();
         if i > 0 {
             sql.push_str(", ");

@@ -324,8 +324,8 @@ type Batched<T> = (T, oneshot::Sender<Option<bool>>);
 /// that comes while a batch is being written joins the next one, which carries every request
 /// that came meanwhile (at most [`MAX_BATCH`]). Under load the records cost the database one
 /// statement and one commit per batch instead of one per request; alone, a request waits for
-/// nothing. Each request still gets its own outcome, and keys already held go on to
-/// [`idempotency::begin`] one by one.
+/// nothing. Each request still gets its own outcome; keys already held go on to
+/// [`idempotency::begin`] one by one, and so does every request of a batch that failed.
 pub struct Batches {
     claims: mpsc::Sender<Batched<NewClaim>>,
     responses: mpsc::Sender<Batched<(String, String, String)>>,
@@ -395,7 +395,7 @@ where
                     }
                 }
                 Err(err) => {
-                    tracing::error!(error = %err, "{what} failed");
+                    tracing::warn!(error = %err, "{what} in a batch failed; each is written alone");
                     for reply in replies {
                         let _ = reply.send(None);
                     }
@@ -415,12 +415,12 @@ pub async fn claim(
     settings: &Settings,
     batches: Option<&Batches>,
 ) -> Result<Claim, Refusal> {
-    if let Some(batches) = batches {
-        match batches.claim(keyed).await {
-            Some(true) => return Ok(Claim::Run),
-            Some(false) => {}
-            None => return Err(Refusal::Internal),
-        }
+    // A key the batch did not claim, or a batch that failed (the writer logged why; say two
+    // instances' batches collided), goes on one by one.
+    if let Some(batches) = batches
+        && batches.claim(keyed).await == Some(true)
+    {
+        return Ok(Claim::Run);
     }
     let deadline = tokio::time::Instant::now() + settings.wait;
     loop {
@@ -464,23 +464,22 @@ pub async fn settle(
         );
     };
     let settled = match (body, batches) {
-        (Some(body), Some(batches)) => match batches.finish(keyed, body).await {
-            Some(stored) => {
-                if !stored {
-                    lost();
-                }
-                Ok(())
+        (Some(body), batches) => {
+            // A batch that failed (logged by the writer) is written again alone.
+            let stored = match batches {
+                Some(batches) => batches.finish(keyed, body).await,
+                None => None,
+            };
+            match stored {
+                Some(stored) => Ok(stored),
+                None => idempotency::finish(db, &keyed.scope, &keyed.key, body).await,
             }
-            // Logged by the writer; the record stays `running` (below).
-            None => return,
-        },
-        (Some(body), None) => idempotency::finish(db, &keyed.scope, &keyed.key, body)
-            .await
             .map(|stored| {
                 if !stored {
                     lost();
                 }
-            }),
+            })
+        }
         (None, _) => idempotency::abandon(db, &keyed.scope, &keyed.key).await,
     };
     if let Err(err) = settled {

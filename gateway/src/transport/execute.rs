@@ -594,8 +594,9 @@ pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
 /// A keyed mutation ([`crate::idempotency`]): claims its key (waiting while a first request
 /// with it runs), replays a stored response, or runs it and stores the response as sent. The
-/// run is a task of its own, so a client that hangs up (or a request timeout) cannot cut it
-/// between its commit and the stored response.
+/// claim and the run are a task of their own, so a client that hangs up (or a request timeout)
+/// cannot cut them between the claim and the run, nor between the run's commit and the stored
+/// response.
 async fn execute_once(
     state: &AppState,
     request: async_graphql::Request,
@@ -603,27 +604,81 @@ async fn execute_once(
     keyed: crate::idempotency::Keyed,
     media: ResponseMedia,
 ) -> Response {
+    let run = {
+        let (state, keyed) = (state.clone(), keyed.clone());
+        async move {
+            if let Some(answer) = claim_or_answer(&state, &keyed, media).await {
+                return Ran::Answered(answer);
+            }
+            Ran::Rendered(run_keyed(&state, request, prepared, &keyed).await)
+        }
+    };
+    let span = tracing::Span::current();
+    let task = match crate::metrics::current_scope() {
+        Some(scope) => tokio::spawn(crate::metrics::in_scope(scope, run).instrument(span)),
+        None => tokio::spawn(run.instrument(span)),
+    };
+    match task.await {
+        Ok(Ran::Answered(response)) => response,
+        Ok(Ran::Rendered(render::Rendered::Sent {
+            body,
+            request_failed,
+        })) => {
+            let status = if request_failed {
+                media.request_error_status()
+            } else {
+                StatusCode::OK
+            };
+            with_media(status, media, body)
+        }
+        Ok(Ran::Rendered(render::Rendered::TooLarge)) => {
+            crate::response_size::too_large(media, state.max_response_bytes)
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "a keyed mutation's task failed");
+            let batches = state.idempotency_batches.as_deref();
+            crate::idempotency::settle(&state.db, &keyed, None, batches).await;
+            Rejection::internal().into_response(media)
+        }
+    }
+}
+
+/// What a keyed mutation's task ended with.
+enum Ran {
+    /// Answered without running (a replay or a refusal of the key).
+    Answered(Response),
+    /// It ran: its rendered response (stored already).
+    Rendered(render::Rendered),
+}
+
+/// Claims the key: `None` when the request is to run, else its answer (a replay, a conflict,
+/// still in progress).
+async fn claim_or_answer(
+    state: &AppState,
+    keyed: &crate::idempotency::Keyed,
+    media: ResponseMedia,
+) -> Option<Response> {
     use crate::idempotency::{Claim, REPLAYED_HEADER, Refusal};
     let batches = state.idempotency_batches.as_deref();
-    match crate::idempotency::claim(&state.db, &keyed, &state.idempotency, batches).await {
-        Ok(Claim::Run) => {}
+    let answer = match crate::idempotency::claim(&state.db, keyed, &state.idempotency, batches)
+        .await
+    {
+        Ok(Claim::Run) => return None,
         Ok(Claim::Replay(body)) => {
             let mut response = with_media(StatusCode::OK, media, body);
             response
                 .headers_mut()
                 .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
-            return response;
+            response
         }
-        Err(Refusal::Conflict) => {
-            return Rejection::new(
-                code::IDEMPOTENCY_CONFLICT,
-                format!(
-                    "the idempotency key {:?} was used with a different request (query, operation name or variables); use a new key for a new request",
-                    keyed.key
-                ),
-            )
-            .into_response(media);
-        }
+        Err(Refusal::Conflict) => Rejection::new(
+            code::IDEMPOTENCY_CONFLICT,
+            format!(
+                "the idempotency key {:?} was used with a different request (query, operation name or variables); use a new key for a new request",
+                keyed.key
+            ),
+        )
+        .into_response(media),
         Err(Refusal::InProgress) => {
             let mut response = Rejection::new(
                 code::IDEMPOTENCY_IN_PROGRESS,
@@ -636,92 +691,71 @@ async fn execute_once(
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(1));
-            return response;
+            response
         }
-        Err(Refusal::Internal) => return Rejection::internal().into_response(media),
-    }
-    let run = {
-        let (state, keyed) = (state.clone(), keyed.clone());
+        Err(Refusal::Internal) => Rejection::internal().into_response(media),
+    };
+    Some(answer)
+}
+
+/// Runs a claimed mutation and stores its response (see [`execute_once`]).
+async fn run_keyed(
+    state: &AppState,
+    request: async_graphql::Request,
+    prepared: Prepared,
+    keyed: &crate::idempotency::Keyed,
+) -> render::Rendered {
+    // The run heartbeats its record so that a slow run (a lock wait) is never taken over by a
+    // retry while it is alive: "never a second run".
+    let heartbeat = {
+        let (db, keyed) = (state.db.clone(), keyed.clone());
+        let every = (state.idempotency.lifetime.stale_after / 4)
+            .to_std()
+            .unwrap_or(std::time::Duration::from_secs(1))
+            .max(std::time::Duration::from_millis(100));
         async move {
-            // The run heartbeats its record so that a slow run (a lock wait) is never taken
-            // over by a retry while it is alive: "never a second run".
-            let heartbeat = {
-                let (db, keyed) = (state.db.clone(), keyed.clone());
-                let every = (state.idempotency.lifetime.stale_after / 4)
-                    .to_std()
-                    .unwrap_or(std::time::Duration::from_secs(1))
-                    .max(std::time::Duration::from_millis(100));
-                async move {
-                    let mut ticks = tokio::time::interval(every);
-                    ticks.tick().await;
-                    loop {
-                        ticks.tick().await;
-                        if let Err(err) =
-                            commerce_core::idempotency::touch(&db, &keyed.scope, &keyed.key).await
-                        {
-                            tracing::warn!(error = %err, "refreshing an idempotency key's run failed");
-                        }
-                    }
+            let mut ticks = tokio::time::interval(every);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                if let Err(err) =
+                    commerce_core::idempotency::touch(&db, &keyed.scope, &keyed.key).await
+                {
+                    tracing::warn!(error = %err, "refreshing an idempotency key's run failed");
                 }
-            };
-            let mut response = tokio::select! {
-                response = state.schema.execute(request) => response,
-                () = heartbeat => unreachable!("the heartbeat never ends"),
-            };
-            // Its events have reached Redis before the client can read from another instance.
-            state.bus.flushed().await;
-            prepared.finish(&mut response, true);
-            prepared.register_apq(&state, &response).await;
-            let rendered = render_body(response, state.max_response_bytes);
-            // Stored: what was sent, also RESPONSE_TOO_LARGE (the mutation ran). Not stored:
-            // a request that failed validation (it did not run) or failed on our side.
-            let stored = match &rendered {
-                render::Rendered::Sent {
-                    body,
-                    request_failed: false,
-                } if !crate::idempotency::failed_internally(body) => Some(body.clone()),
-                render::Rendered::Sent { .. } => None,
-                render::Rendered::TooLarge => Some(error_body(
-                    code::RESPONSE_TOO_LARGE,
-                    &crate::response_size::too_large_message(state.max_response_bytes),
-                )),
-            };
-            crate::idempotency::settle(
-                &state.db,
-                &keyed,
-                stored.as_deref(),
-                state.idempotency_batches.as_deref(),
-            )
-            .await;
-            rendered
+            }
         }
     };
-    let span = tracing::Span::current();
-    let task = match crate::metrics::current_scope() {
-        Some(scope) => tokio::spawn(crate::metrics::in_scope(scope, run).instrument(span)),
-        None => tokio::spawn(run.instrument(span)),
+    let mut response = tokio::select! {
+        response = state.schema.execute(request) => response,
+        () = heartbeat => unreachable!("the heartbeat never ends"),
     };
-    match task.await {
-        Ok(render::Rendered::Sent {
+    // Its events have reached Redis before the client can read from another instance.
+    state.bus.flushed().await;
+    prepared.finish(&mut response, true);
+    prepared.register_apq(state, &response).await;
+    let rendered = render_body(response, state.max_response_bytes);
+    // Stored: what was sent, also RESPONSE_TOO_LARGE (the mutation ran). Not stored: a request
+    // that failed validation (it did not run) or failed on our side.
+    let stored = match &rendered {
+        render::Rendered::Sent {
             body,
-            request_failed,
-        }) => {
-            let status = if request_failed {
-                media.request_error_status()
-            } else {
-                StatusCode::OK
-            };
-            with_media(status, media, body)
-        }
-        Ok(render::Rendered::TooLarge) => {
-            crate::response_size::too_large(media, state.max_response_bytes)
-        }
-        Err(err) => {
-            tracing::error!(error = %err, "a keyed mutation's task failed");
-            crate::idempotency::settle(&state.db, &keyed, None, batches).await;
-            Rejection::internal().into_response(media)
-        }
-    }
+            request_failed: false,
+        } if !crate::idempotency::failed_internally(body) => Some(body.clone()),
+        render::Rendered::Sent { .. } => None,
+        render::Rendered::TooLarge => Some(error_body(
+            code::RESPONSE_TOO_LARGE,
+            &crate::response_size::too_large_message(state.max_response_bytes),
+        )),
+    };
+    crate::idempotency::settle(
+        &state.db,
+        keyed,
+        stored.as_deref(),
+        state.idempotency_batches.as_deref(),
+    )
+    .await;
+    rendered
 }
 
 /// Runs one operation in process as `viewer` on the channel `channel_code`, completed like an
