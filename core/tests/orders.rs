@@ -1338,6 +1338,117 @@ async fn backordered_orders_leave_the_safety_stock_alone() {
     .await;
 }
 
+/// What placing returns is what it wrote (the stock levels it reuses from its routing read
+/// and the ones `UPDATE … RETURNING` gives back included): a split order, and a backorder at
+/// the location that ships the rest.
+#[tokio::test]
+async fn a_placed_order_is_returned_as_it_was_written() {
+    support::on_each_database("placed as written", |db| async move {
+        let fx = Fixture::load(&db).await;
+        let [east, west] = fx.stocked;
+        set_on_hand(&db, fx.variants[1], east, 3).await;
+        set_on_hand(&db, fx.variants[1], west, 3).await;
+        set_on_hand(&db, fx.variants[2], east, 3).await;
+        set_on_hand(&db, fx.variants[2], west, 0).await;
+        set_on_hand(&db, fx.variants[3], east, 5).await;
+        set_on_hand(&db, fx.variants[3], west, 0).await;
+        let order_of = |lines: Vec<(usize, i32)>| NewOrder {
+            channel_id: fx.web,
+            viewer: PriceViewer::anonymous(fx.web, "USD"),
+            customer_id: None,
+            lines: lines
+                .into_iter()
+                .map(|(sku, quantity)| OrderLineInput {
+                    sku: SKUS[sku].into(),
+                    quantity,
+                })
+                .collect(),
+            fulfilment: Fulfilment::Ship {
+                address: serde_json::json!({ "line1": "1 Market St" }),
+                region: "us-east".into(),
+                point: None,
+            },
+            service_level: ServiceLevel::Standard,
+            note: "as written".into(),
+            external_ref: None,
+            extensions: None,
+            idempotency_key: None,
+            store: None,
+            actor: "test".into(),
+        };
+        let split = service::place(&db, &order_of(vec![(1, 4), (2, 1)]), t0())
+            .await
+            .unwrap();
+        assert_eq!(split.details.shipments.len(), 2, "{:?}", split.details);
+        // Backorders on: 3 of 5 units sellable at WH-EAST (2 kept as safety stock), the 4th
+        // backordered there too.
+        let web = channel::Entity::find_by_id(fx.web)
+            .one(&db)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut web: channel::ActiveModel = web.into();
+        web.backorders = Set(true);
+        web.update(&db).await.unwrap();
+        let backordered = service::place(&db, &order_of(vec![(3, 4)]), t0())
+            .await
+            .unwrap();
+        let statuses: Vec<&str> = backordered
+            .details
+            .shipments
+            .iter()
+            .map(|(s, _)| s.status.as_str())
+            .collect();
+        assert_eq!(
+            statuses,
+            ["pending", "backordered"],
+            "{:?}",
+            backordered.details
+        );
+        for placed in [split, backordered] {
+            let stored = order::Entity::find_by_id(placed.details.order.id)
+                .one(&db)
+                .await
+                .unwrap()
+                .unwrap();
+            let stored = service::details(&db, stored).await.unwrap();
+            assert_eq!(placed.details, stored);
+            assert!(!placed.change.levels.is_empty());
+            for level in &placed.change.levels {
+                let row = stock_level::Entity::find_by_id(level.id)
+                    .one(&db)
+                    .await
+                    .unwrap();
+                assert_eq!(Some(level), row.as_ref());
+            }
+            assert_eq!(placed.change.movements.len(), placed.change.levels.len());
+            for movement in &placed.change.movements {
+                let row = inventory_movement::Entity::find_by_id(movement.id)
+                    .one(&db)
+                    .await
+                    .unwrap();
+                assert_eq!(Some(movement), row.as_ref());
+            }
+            let reservations = reservation::Entity::find()
+                .filter(reservation::Column::OwnerRef.eq(placed.details.order.number.clone()))
+                .all(&db)
+                .await
+                .unwrap();
+            let held: i32 = reservations.iter().map(|r| r.quantity).sum();
+            let shipped: i32 = placed
+                .details
+                .shipments
+                .iter()
+                .flat_map(|(_, lines)| lines)
+                .filter(|l| !l.backordered)
+                .map(|l| l.quantity)
+                .sum();
+            assert_eq!(held, shipped, "a reservation for each unit from stock");
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn units_shipped_before_a_cancel_can_still_be_returned() {
     support::on_each_database("a return after a partial cancel", |db| async move {

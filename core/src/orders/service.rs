@@ -141,7 +141,7 @@ pub struct Planned {
 }
 
 /// An order as stored, with its parts.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct OrderDetails {
     pub order: order::Model,
     pub lines: Vec<order_line::Model>,
