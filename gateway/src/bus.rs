@@ -215,6 +215,14 @@ impl EventBus {
         }
     }
 
+    /// In cluster mode, whether Redis answers (a `PING`, at most 250 ms); `None` in-process.
+    pub async fn redis_answers(&self) -> Option<bool> {
+        match &self.redis {
+            Some(redis) => Some(redis.answers().await),
+            None => None,
+        }
+    }
+
     /// The Redis pub/sub channel events travel on, in cluster mode.
     pub fn redis_channel(&self) -> Option<&str> {
         self.redis.as_ref().map(redis_link::Link::channel)

@@ -4,7 +4,7 @@
 //! - `POST /graphql`, `GET /graphql`: [`crate::transport`] (GraphiQL for browsers on GET)
 //! - `GET /graphql/assets/{file}`: [`crate::graphiql`], GraphiQL's embedded assets
 //! - `GET /healthz`: the process is up
-//! - `GET /readyz`: the database answers
+//! - `GET /readyz`: the database answers (and Redis, in cluster mode)
 //! - `GET /metrics`: [`crate::metrics`], Prometheus text (process-wide series)
 
 use std::net::SocketAddr;
@@ -384,17 +384,28 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.db.ping().await {
-        Ok(()) => Json(json!({ "status": "ready", "database": "ok" })).into_response(),
-        Err(err) => {
-            tracing::warn!(error = %err, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "database": "unreachable" })),
-            )
-                .into_response()
-        }
+    let (database, redis) = tokio::join!(state.db.ping(), state.bus.redis_answers());
+    if let Err(err) = &database {
+        tracing::warn!(error = %err, "readiness check: the database does not answer");
     }
+    if redis == Some(false) {
+        tracing::warn!("readiness check: Redis does not answer");
+    }
+    let ready = database.is_ok() && redis != Some(false);
+    let word = |ok: bool| if ok { "ok" } else { "unreachable" };
+    let mut body = json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "database": word(database.is_ok()),
+    });
+    if let Some(redis) = redis {
+        body["redis"] = json!(word(redis));
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 /// A gateway serving in the background.

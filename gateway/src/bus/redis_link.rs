@@ -222,6 +222,17 @@ impl Link {
         &self.channel
     }
 
+    /// Whether Redis answers a `PING` in time (for readiness).
+    pub(super) async fn answers(&self) -> bool {
+        let mut reader = self.reader.clone();
+        let pong = tokio::time::timeout(
+            FRESHNESS_TIMEOUT,
+            redis::cmd("PING").query_async::<String>(&mut reader),
+        )
+        .await;
+        matches!(pong, Ok(Ok(_)))
+    }
+
     /// Subscribed, and no message numbered beyond the last one applied here.
     pub(super) async fn is_current(&self) -> bool {
         if !self.subscribed.load(Ordering::Acquire) {

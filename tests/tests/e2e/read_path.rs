@@ -542,6 +542,50 @@ async fn a_writer_whose_redis_connection_died_idle_still_keeps_the_others_exact(
     a.gateway.stop().await.unwrap();
 }
 
+/// In cluster mode `/readyz` needs Redis too: 503 naming it while Redis is cut, ready again
+/// once it is back.
+#[tokio::test]
+async fn readiness_needs_redis_in_cluster_mode() {
+    let Some(redis) = e2e::cluster_redis_url() else {
+        return;
+    };
+    let proxy = e2e::RedisProxy::to(&redis).await;
+    let (a, b) = e2e::spawn_pair(proxy.url.clone(), redis, read_path_on).await;
+    let ready = |app: &e2e::TestApp| {
+        let url = format!("{}/readyz", app.gateway.url());
+        async move {
+            let reply = reqwest::get(url).await.unwrap();
+            let status = reply.status().as_u16();
+            let body: serde_json::Value = reply.json().await.unwrap();
+            (status, body)
+        }
+    };
+    let (status, body) = ready(&a).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["redis"], "ok", "{body}");
+    assert_eq!(body["database"], "ok", "{body}");
+    proxy.take_down();
+    let (status, body) = ready(&a).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["redis"], "unreachable", "{body}");
+    assert_eq!(body["database"], "ok", "{body}");
+    // The other instance reaches Redis directly: it stays ready.
+    let (status, _) = ready(&b).await;
+    assert_eq!(status, 200);
+    proxy.bring_back();
+    let mut back = false;
+    for _ in 0..50 {
+        if ready(&a).await.0 == 200 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(back, "ready again once Redis is back");
+    b.gateway.stop().await.unwrap();
+    a.gateway.stop().await.unwrap();
+}
+
 /// Placing an order prices it from the read model: with it on, a warm order runs the
 /// pricing statements (lists, promotions, entries, rules) no more.
 #[tokio::test]
