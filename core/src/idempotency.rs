@@ -21,6 +21,8 @@ use crate::entities::idempotency_record::{self, Column, Entity as Record};
 pub const MAX_SCOPE_CHARS: usize = 300;
 /// Longest key a record holds.
 pub const MAX_KEY_CHARS: usize = 255;
+/// Longest claim token a record holds (a UUID's 36 characters).
+pub const MAX_TOKEN_CHARS: usize = 36;
 /// Expired records deleted per statement by [`purge_expired`].
 pub const PURGE_BATCH: u64 = 500;
 
@@ -139,6 +141,9 @@ pub struct NewClaim {
     pub scope: String,
     pub key: String,
     pub request_hash: String,
+    /// Unique to this claim (a UUID): written with the record, so that after a failed batch
+    /// [`claimed_by`] tells whether this claim's row is the one there.
+    pub token: String,
 }
 
 /// PostgreSQL only: claims, in one statement, each of `claims` whose key no record holds; for
@@ -165,12 +170,19 @@ pub async fn claim_free<C: ConnectionTrait>(
     for claim in claims {
         check(&claim.scope, &claim.key)?;
         check_hash(&claim.request_hash)?;
+        if claim.token.is_empty() || claim.token.len() > MAX_TOKEN_CHARS {
+            return Err(CoreError::invalid(
+                "token",
+                format!("must be 1 to {MAX_TOKEN_CHARS} characters (a UUID)"),
+            ));
+        }
     }
     let mut sql = String::from(
         "INSERT INTO idempotency_record \
-         (scope, key, request_hash, state, expires_at, created_at, updated_at) VALUES ",
+         (scope, key, request_hash, claim_token, state, expires_at, created_at, updated_at) \
+         VALUES ",
     );
-    let mut values: Vec<Value> = Vec::with_capacity(claims.len() * 3 + 2);
+    let mut values: Vec<Value> = Vec::with_capacity(claims.len() * 4 + 2);
     values.push(Value::from(now + lifetime.ttl));
     values.push(Value::from(now));
     // In key order: two batches (of two instances) that share keys then wait for each other
@@ -184,14 +196,16 @@ pub async fn claim_free<C: ConnectionTrait>(
             sql.push_str(", ");
         }
         sql.push_str(&format!(
-            "(${}, ${}, ${}, '{RUNNING}', $1, $2, $2)",
+            "(${}, ${}, ${}, ${}, '{RUNNING}', $1, $2, $2)",
             n + 1,
             n + 2,
-            n + 3
+            n + 3,
+            n + 4
         ));
         values.push(Value::from(claim.scope.clone()));
         values.push(Value::from(claim.key.clone()));
         values.push(Value::from(claim.request_hash.clone()));
+        values.push(Value::from(claim.token.clone()));
     }
     sql.push_str(" ON CONFLICT (scope, key) DO NOTHING RETURNING scope, key");
     let inserted = db
@@ -210,6 +224,19 @@ pub async fn claim_free<C: ConnectionTrait>(
         }
     }
     Ok(claimed)
+}
+
+/// Whether the record of `key` is the running one `token`'s claim inserted: after a batch
+/// of [`claim_free`] failed (its insert may have committed before the answer was lost).
+pub async fn claimed_by<C: ConnectionTrait>(
+    db: &C,
+    scope: &str,
+    key: &str,
+    token: &str,
+) -> Result<bool, CoreError> {
+    Ok(find(db, scope, key).await?.is_some_and(|record| {
+        record.state == RUNNING && record.claim_token.as_deref() == Some(token)
+    }))
 }
 
 /// PostgreSQL only: [`finish`] for several keys in one statement (keys given once each); for

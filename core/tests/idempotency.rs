@@ -98,6 +98,7 @@ async fn claims_and_responses_are_written_in_batches_on_postgres() {
             scope: "web:sub:a".to_owned(),
             key: key.to_owned(),
             request_hash: hash.to_owned(),
+            token: format!("t-{key}-{}", &hash[..4]),
         };
         if db.get_database_backend() != DbBackend::Postgres {
             // SQLite claims one by one (its writers queue anyway).
@@ -127,6 +128,13 @@ async fn claims_and_responses_are_written_in_batches_on_postgres() {
             .await
             .unwrap();
         assert_eq!(claimed, [false, true, true, false]);
+        // A request whose batch answer was lost learns from its token whether its row is there.
+        for (claim, mine) in batch.iter().zip(claimed) {
+            let by = idempotency::claimed_by(&db, &claim.scope, &claim.key, &claim.token)
+                .await
+                .unwrap();
+            assert_eq!(by, mine, "{claim:?}");
+        }
         // The ones not claimed learn why one by one.
         assert_eq!(begin("k1", HASH_A).await, Begin::InProgress);
         assert_eq!(begin("k3", HASH_B).await, Begin::Conflict);

@@ -348,13 +348,17 @@ impl Batches {
         Self { claims, responses }
     }
 
-    async fn claim(&self, keyed: &Keyed) -> Option<bool> {
+    /// Whether the key was claimed for this request (`None`: the batch failed), and the
+    /// claim's token.
+    async fn claim(&self, keyed: &Keyed) -> (Option<bool>, String) {
+        let token = uuid::Uuid::new_v4().to_string();
         let claim = NewClaim {
             scope: keyed.scope.clone(),
             key: keyed.key.clone(),
             request_hash: keyed.request_hash.clone(),
+            token: token.clone(),
         };
-        send(&self.claims, claim).await
+        (send(&self.claims, claim).await, token)
     }
 
     async fn finish(&self, keyed: &Keyed, body: &str) -> Option<bool> {
@@ -415,12 +419,24 @@ pub async fn claim(
     settings: &Settings,
     batches: Option<&Batches>,
 ) -> Result<Claim, Refusal> {
-    // A key the batch did not claim, or a batch that failed (the writer logged why; say two
-    // instances' batches collided), goes on one by one.
-    if let Some(batches) = batches
-        && batches.claim(keyed).await == Some(true)
-    {
-        return Ok(Claim::Run);
+    // A key the batch did not claim goes on one by one; so does a batch that failed (the
+    // writer logged why; say the connection dropped), once it is known that this request's
+    // row was not written after all (its token is not there).
+    if let Some(batches) = batches {
+        match batches.claim(keyed).await {
+            (Some(true), _) => return Ok(Claim::Run),
+            (Some(false), _) => {}
+            (None, token) => {
+                match idempotency::claimed_by(db, &keyed.scope, &keyed.key, &token).await {
+                    Ok(true) => return Ok(Claim::Run),
+                    Ok(false) => {}
+                    Err(err) => {
+                        tracing::error!(error = %err, "claiming an idempotency key failed");
+                        return Err(Refusal::Internal);
+                    }
+                }
+            }
+        }
     }
     let deadline = tokio::time::Instant::now() + settings.wait;
     loop {

@@ -8,6 +8,7 @@ mod m20261124_000001_initial;
 mod m20261126_000001_money_as_integer;
 mod m20261126_000002_inventory_service;
 mod m20261126_000003_orders;
+mod m20261126_000004_idempotency_claim_token;
 
 /// Applies every migration in order; `gateway migrate` and `gateway serve` call it.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_money_as_integer::Migration),
             Box::new(m20261126_000002_inventory_service::Migration),
             Box::new(m20261126_000003_orders::Migration),
+            Box::new(m20261126_000004_idempotency_claim_token::Migration),
         ]
     }
 }

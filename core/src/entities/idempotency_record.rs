@@ -20,6 +20,8 @@ pub struct Model {
     pub response: Option<String>,
     /// After this the key may be used again.
     pub expires_at: DateTimeUtc,
+    /// The token of the batched claim that inserted the record (PostgreSQL), if any.
+    pub claim_token: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -216,6 +216,18 @@ pub async fn variant_price_data(
     Ok(out)
 }
 
+/// The customer with `email`, if there is one (what a token names).
+pub async fn find_customer_by_email(
+    db: &impl ConnectionTrait,
+    email: &str,
+) -> Result<Option<customer::Model>, CoreError> {
+    match customer_by_email(db, email).await {
+        Ok(found) => Ok(Some(found)),
+        Err(CoreError::NotFound { .. }) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
 /// The pricing identity of a customer: their company and group.
 pub async fn customer_by_email(
     db: &impl ConnectionTrait,

@@ -200,10 +200,10 @@ pub struct CatalogMutation;
 #[Object]
 impl CatalogMutation {
     /// Tells every gateway instance that catalog rows (products, variants, listings,
-    /// categories, channels or locations) changed outside this API, for example by an import
-    /// or a direct database edit: each instance drops its read model and cached responses and
-    /// reads them again from the database. Admin only. Answers `true` once this instance has
-    /// dropped them and the announcement is on its way to the others.
+    /// categories, channels, locations or customers) changed outside this API, for example by
+    /// an import or a direct database edit: each instance drops its read model and cached
+    /// responses and reads them again from the database. Admin only. Answers `true` once this
+    /// instance has dropped them and the announcement is on its way to the others.
     async fn announce_catalog_change(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
         let rc = request_context(ctx)?;
         if !rc.viewer.admin {

@@ -264,15 +264,10 @@ impl ReadModel {
         channel_id: i64,
         skus: &[String],
     ) -> Result<Vec<variant::Model>, CoreError> {
-        let mut found = Vec::with_capacity(skus.len());
-        let mut missing = Vec::new();
-        for sku in skus {
-            match self.variants_by_sku.get(&(channel_id, sku.clone())) {
-                Some(kept) => found.extend(kept),
-                None => missing.push(sku.clone()),
-            }
-        }
-        crate::metrics::read_model(missing.is_empty());
+        let (found, missing) = split_known(skus, |sku| {
+            self.variants_by_sku.get(&(channel_id, sku.clone()))
+        });
+        let mut found: Vec<variant::Model> = found.into_iter().flatten().collect();
         if !missing.is_empty() {
             let ticket = self.variants_by_sku.ticket();
             let loaded = catalog::visible_variants_by_skus(db, channel_id, &missing).await?;
@@ -285,7 +280,7 @@ impl ReadModel {
         Ok(found)
     }
 
-    /// The customer a token names ([`load::customer_by_email`]); `None` when there is none.
+    /// The customer a token names ([`load::find_customer_by_email`]).
     pub async fn customer(
         &self,
         db: &DatabaseConnection,
@@ -294,11 +289,7 @@ impl ReadModel {
         memoized!(
             self.customers,
             email.to_owned(),
-            match load::customer_by_email(db, email).await {
-                Ok(found) => Ok(Some(found)),
-                Err(CoreError::NotFound { .. }) => Ok(None),
-                Err(err) => Err(err),
-            }
+            load::find_customer_by_email(db, email).await
         )
     }
 
@@ -310,7 +301,7 @@ impl ReadModel {
         channel_id: i64,
         ids: &[i64],
     ) -> Result<Vec<product::Model>, CoreError> {
-        let (mut found, missing) = split_known(ids, |id| self.products.get(&(channel_id, id)));
+        let (mut found, missing) = split_known(ids, |id| self.products.get(&(channel_id, *id)));
         let mut found: Vec<product::Model> = found.drain(..).flatten().collect();
         if !missing.is_empty() {
             let ticket = self.products.ticket();
@@ -655,15 +646,11 @@ impl Reads<'_> {
         }
     }
 
-    /// The customer a token names ([`load::customer_by_email`]); `None` when there is none.
+    /// The customer a token names ([`load::find_customer_by_email`]).
     pub async fn customer(&self, email: &str) -> Result<Option<customer::Model>, CoreError> {
         match self.model {
             Some(model) => model.customer(self.db, email).await,
-            None => match load::customer_by_email(self.db, email).await {
-                Ok(found) => Ok(Some(found)),
-                Err(CoreError::NotFound { .. }) => Ok(None),
-                Err(err) => Err(err),
-            },
+            None => load::find_customer_by_email(self.db, email).await,
         }
     }
 }
@@ -746,14 +733,14 @@ fn per_variant(variant_ids: &[i64], loaded: StockRows) -> HashMap<i64, StockRows
     own
 }
 
-/// The kept values for `ids` and the ids not kept.
-fn split_known<V>(ids: &[i64], get: impl Fn(i64) -> Option<V>) -> (Vec<V>, Vec<i64>) {
+/// The kept values for `keys` and the keys not kept.
+fn split_known<K: Clone, V>(keys: &[K], get: impl Fn(&K) -> Option<V>) -> (Vec<V>, Vec<K>) {
     let mut found = Vec::new();
     let mut missing = Vec::new();
-    for &id in ids {
-        match get(id) {
+    for key in keys {
+        match get(key) {
             Some(value) => found.push(value),
-            None => missing.push(id),
+            None => missing.push(key.clone()),
         }
     }
     crate::metrics::read_model(missing.is_empty());

@@ -604,12 +604,15 @@ async fn execute_once(
     keyed: crate::idempotency::Keyed,
     media: ResponseMedia,
 ) -> Response {
+    // Set once this request holds the key: only then may a failed task free it.
+    let claimed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let run = {
-        let (state, keyed) = (state.clone(), keyed.clone());
+        let (state, keyed, claimed) = (state.clone(), keyed.clone(), claimed.clone());
         async move {
             if let Some(answer) = claim_or_answer(&state, &keyed, media).await {
                 return Ran::Answered(answer);
             }
+            claimed.store(true, std::sync::atomic::Ordering::SeqCst);
             Ran::Rendered(run_keyed(&state, request, prepared, &keyed).await)
         }
     };
@@ -636,8 +639,10 @@ async fn execute_once(
         }
         Err(err) => {
             tracing::error!(error = %err, "a keyed mutation's task failed");
-            let batches = state.idempotency_batches.as_deref();
-            crate::idempotency::settle(&state.db, &keyed, None, batches).await;
+            if claimed.load(std::sync::atomic::Ordering::SeqCst) {
+                let batches = state.idempotency_batches.as_deref();
+                crate::idempotency::settle(&state.db, &keyed, None, batches).await;
+            }
             Rejection::internal().into_response(media)
         }
     }

@@ -356,6 +356,49 @@ async fn a_repeated_external_order_is_answered_after_its_stock_sold_out() {
 }
 
 #[tokio::test]
+async fn a_repeated_external_order_is_answered_after_its_sku_was_delisted() {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app().await;
+    let admin = admin(&app);
+    let input = json!({
+        "lines": [{ "sku": SKU, "quantity": 1 }], "shipTo": ship_to(),
+        "externalRef": "MKT-GONE-1", "idempotencyKey": "gone-a",
+    });
+    let first = admin.query(&place_query(), json!({ "input": input })).await;
+    let first = first.data()["placeOrder"].clone();
+    // The product leaves the channel outside the API, and the gateways are told.
+    let db = e2e::open_database(&app.database_url).await;
+    db.execute_unprepared(&format!(
+        "DELETE FROM channel_product WHERE channel_id = (SELECT id FROM channel WHERE code = 'web') \
+         AND product_id = (SELECT product_id FROM variant WHERE sku = '{SKU}')"
+    ))
+    .await
+    .unwrap();
+    admin
+        .query("mutation { announceCatalogChange }", json!({}))
+        .await
+        .data();
+    let fresh = admin
+        .query(
+            &place_query(),
+            json!({ "input": { "lines": [{ "sku": SKU, "quantity": 1 }], "shipTo": ship_to(), "idempotencyKey": "gone-b" } }),
+        )
+        .await;
+    assert_eq!(fresh.error_codes(), ["NOT_FOUND"], "{}", fresh.body);
+    // The same external order under a new key: its order, though placing it again would fail
+    // before any row is written.
+    let mut again = input.clone();
+    again["idempotencyKey"] = json!("gone-c");
+    let second = admin.query(&place_query(), json!({ "input": again })).await;
+    assert_eq!(
+        second.data()["placeOrder"]["id"],
+        first["id"],
+        "{}",
+        second.body
+    );
+}
+
+#[tokio::test]
 async fn concurrent_orders_never_oversell() {
     let app = spawn_app().await;
     let admin = admin(&app);
