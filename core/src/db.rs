@@ -31,6 +31,7 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
         std::fs::create_dir_all(dir)
             .map_err(|err| DbErr::Custom(format!("cannot create {}: {err}", dir.display())))?;
     }
+    let url = &loopback_without_tls(url);
     if is_postgres(url) {
         probe_postgres(url).await?;
     }
@@ -190,6 +191,46 @@ fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
+/// A PostgreSQL URL whose host is this machine (`localhost`, `127.0.0.1`, `[::1]`) and that
+/// names no `sslmode` (nor a `host` parameter) gets `sslmode=disable`: the driver's default
+/// (`prefer`) would encrypt every statement of traffic that never leaves the machine. Any
+/// other URL is kept as given (`?sslmode=require` keeps TLS on loopback too).
+fn loopback_without_tls(url: &str) -> String {
+    let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    else {
+        return url.to_owned();
+    };
+    let (authority_and_path, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (rest, None),
+    };
+    let named = |name: &str| {
+        query.is_some_and(|q| {
+            q.split('&')
+                .any(|pair| pair.split('=').next() == Some(name))
+        })
+    };
+    if named("sslmode") || named("host") {
+        return url.to_owned();
+    }
+    let authority = authority_and_path.split('/').next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    if !matches!(host, "localhost" | "127.0.0.1" | "::1") {
+        return url.to_owned();
+    }
+    match query {
+        Some(q) if !q.is_empty() => format!("{url}&sslmode=disable"),
+        Some(_) => format!("{url}sslmode=disable"),
+        None => format!("{url}?sslmode=disable"),
+    }
+}
+
 /// Whether a SQLite URL asks for the file to be created when missing (`mode=rwc`).
 fn creates_missing_file(url: &str) -> bool {
     url.split_once('?')
@@ -236,6 +277,80 @@ pub fn with_database_name(url: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_urls_go_without_tls_unless_they_say_otherwise() {
+        for (given, used) in [
+            (
+                "postgres://postgres@127.0.0.1:5432/test",
+                "postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
+            ),
+            (
+                "postgresql://u:p@localhost/db?application_name=gw",
+                "postgresql://u:p@localhost/db?application_name=gw&sslmode=disable",
+            ),
+            (
+                "postgres://[::1]:5432/db",
+                "postgres://[::1]:5432/db?sslmode=disable",
+            ),
+            (
+                "postgres://localhost/db?",
+                "postgres://localhost/db?sslmode=disable",
+            ),
+            // Kept as given: TLS asked for, another host, a socket, SQLite.
+            (
+                "postgres://postgres@127.0.0.1/test?sslmode=require",
+                "postgres://postgres@127.0.0.1/test?sslmode=require",
+            ),
+            (
+                "postgres://app@db.internal:5432/shop",
+                "postgres://app@db.internal:5432/shop",
+            ),
+            (
+                "postgres://app:pw@127.0.0.1.example.com/shop",
+                "postgres://app:pw@127.0.0.1.example.com/shop",
+            ),
+            (
+                "postgres://localhost/db?host=/var/run/postgresql",
+                "postgres://localhost/db?host=/var/run/postgresql",
+            ),
+            (DEFAULT_DATABASE_URL, DEFAULT_DATABASE_URL),
+        ] {
+            assert_eq!(loopback_without_tls(given), used, "{given}");
+        }
+    }
+
+    /// On a server with TLS on (this machine's), a loopback URL without `sslmode` connects in
+    /// plain text.
+    #[tokio::test]
+    async fn a_loopback_connection_is_not_encrypted() {
+        let Some(url) = std::env::var("TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            eprintln!("skipped: needs TEST_DATABASE_URL (PostgreSQL)");
+            return;
+        };
+        if !loopback_without_tls(&url).ends_with("sslmode=disable") {
+            eprintln!("skipped: TEST_DATABASE_URL is not a loopback URL without sslmode");
+            return;
+        }
+        let db = connect(&url).await.expect("the test database");
+        let row = db
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            ))
+            .await
+            .unwrap()
+            .expect("a row for this backend");
+        let encrypted: bool = row.try_get_by_index(0).unwrap();
+        assert!(
+            !encrypted,
+            "a loopback connection without sslmode is not encrypted"
+        );
+        db.close().await.unwrap();
+    }
 
     #[test]
     fn another_database_on_the_same_server_keeps_the_query() {

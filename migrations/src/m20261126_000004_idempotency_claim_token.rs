@@ -23,7 +23,7 @@ impl MigrationTrait for Migration {
             .alter_table(
                 Table::alter()
                     .table(IdempotencyRecord::Table)
-                    .add_column(&mut string_len_null(IdempotencyRecord::ClaimToken, 36))
+                    .add_column(string_len_null(IdempotencyRecord::ClaimToken, 36))
                     .take(),
             )
             .await
