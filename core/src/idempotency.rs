@@ -157,16 +157,6 @@ pub async fn claim_free<C: ConnectionTrait>(
     lifetime: KeyLifetime,
     now: DateTime<Utc>,
 ) -> Result<Vec<bool>, CoreError> {
-    if db.get_database_backend() != DbBackend::Postgres {
-        return Err(CoreError::invalid(
-            "database",
-            "claiming keys in one statement needs PostgreSQL",
-        ));
-    }
-    let mut claimed = vec![false; claims.len()];
-    if claims.is_empty() {
-        return Ok(claimed);
-    }
     for claim in claims {
         check(&claim.scope, &claim.key)?;
         check_hash(&claim.request_hash)?;
@@ -177,53 +167,37 @@ pub async fn claim_free<C: ConnectionTrait>(
             ));
         }
     }
-    let mut sql = String::from(
-        "INSERT INTO idempotency_record \
-         (scope, key, request_hash, claim_token, state, expires_at, created_at, updated_at) \
-         VALUES ",
-    );
-    let mut values: Vec<Value> = Vec::with_capacity(claims.len() * 4 + 2);
-    values.push(Value::from(now + lifetime.ttl));
-    values.push(Value::from(now));
     // In key order: two batches (of two instances) that share keys then wait for each other
     // in the same order, never in a cycle (a deadlock). The sort is stable, so of a key sent
     // twice the first is inserted.
     let mut ordered: Vec<&NewClaim> = claims.iter().collect();
     ordered.sort_by(|a, b| (&a.scope, &a.key).cmp(&(&b.scope, &b.key)));
-    for (i, claim) in ordered.into_iter().enumerate() {
-        let n = values.len();
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, '{RUNNING}', $1, $2, $2)",
-            n + 1,
-            n + 2,
-            n + 3,
-            n + 4
-        ));
-        values.push(Value::from(claim.scope.clone()));
-        values.push(Value::from(claim.key.clone()));
-        values.push(Value::from(claim.request_hash.clone()));
-        values.push(Value::from(claim.token.clone()));
-    }
-    sql.push_str(" ON CONFLICT (scope, key) DO NOTHING RETURNING scope, key");
-    let inserted = db
-        .query_all_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            sql,
-            values,
-        ))
-        .await?;
-    for row in inserted {
-        let scope: String = row.try_get("", "scope")?;
-        let key: String = row.try_get("", "key")?;
-        // The first of repeated keys is the one inserted.
-        if let Some(i) = claims.iter().position(|c| c.scope == scope && c.key == key) {
-            claimed[i] = true;
-        }
-    }
-    Ok(claimed)
+    let rows = ordered
+        .into_iter()
+        .map(|c| {
+            [&c.scope, &c.key, &c.request_hash, &c.token]
+                .map(|text| Value::from(text.clone()))
+                .to_vec()
+        })
+        .collect();
+    keyed_batch(
+        db,
+        "claiming keys",
+        "INSERT INTO idempotency_record \
+         (scope, key, request_hash, claim_token, state, expires_at, created_at, updated_at) \
+         VALUES ",
+        vec![Value::from(now + lifetime.ttl), Value::from(now)],
+        rows,
+        |p| {
+            format!(
+                "(${}, ${}, ${}, ${}, '{RUNNING}', $1, $2, $2)",
+                p[0], p[1], p[2], p[3]
+            )
+        },
+        " ON CONFLICT (scope, key) DO NOTHING RETURNING scope, key",
+        claims.iter().map(|c| (c.scope.as_str(), c.key.as_str())),
+    )
+    .await
 }
 
 /// Whether the record of `key` is the running one `token`'s claim inserted: after a batch
@@ -245,54 +219,86 @@ pub async fn finish_many<C: ConnectionTrait>(
     db: &C,
     responses: &[(String, String, String)],
 ) -> Result<Vec<bool>, CoreError> {
+    let rows = responses
+        .iter()
+        .map(|(scope, key, response)| {
+            [scope, key, response]
+                .map(|text| Value::from(text.clone()))
+                .to_vec()
+        })
+        .collect();
+    keyed_batch(
+        db,
+        "storing responses",
+        "UPDATE idempotency_record AS r SET state = 'done', response = v.response, \
+         updated_at = $1 FROM (VALUES ",
+        vec![Value::from(Utc::now())],
+        rows,
+        |p| format!("(${}, ${}, ${})", p[0], p[1], p[2]),
+        &format!(
+            ") AS v (scope, key, response) WHERE r.scope = v.scope AND r.key = v.key \
+             AND r.state = '{RUNNING}' RETURNING r.scope, r.key"
+        ),
+        responses.iter().map(|(s, k, _)| (s.as_str(), k.as_str())),
+    )
+    .await
+}
+
+/// One PostgreSQL statement over a batch of keyed rows: `head`, the `shared` values as `$1`…,
+/// each row's values spelled by `row` from their placeholder numbers, then `tail`, which
+/// returns `scope, key` of the rows it wrote. For each of `keys` (in the caller's order),
+/// whether a returned row names it (the first of repeated keys).
+#[allow(clippy::too_many_arguments)]
+async fn keyed_batch<'k, C: ConnectionTrait>(
+    db: &C,
+    what: &str,
+    head: &str,
+    shared: Vec<Value>,
+    rows: Vec<Vec<Value>>,
+    row: impl Fn(&[usize]) -> String,
+    tail: &str,
+    keys: impl Iterator<Item = (&'k str, &'k str)>,
+) -> Result<Vec<bool>, CoreError> {
     if db.get_database_backend() != DbBackend::Postgres {
         return Err(CoreError::invalid(
             "database",
-            "storing responses in one statement needs PostgreSQL",
+            format!("{what} in one statement needs PostgreSQL"),
         ));
     }
-    let mut stored = vec![false; responses.len()];
-    if responses.is_empty() {
-        return Ok(stored);
+    let keys: Vec<(&str, &str)> = keys.collect();
+    let mut written = vec![false; keys.len()];
+    if rows.is_empty() {
+        return Ok(written);
     }
-    let mut sql = String::from(
-        "UPDATE idempotency_record AS r SET state = 'done', response = v.response, \
-         updated_at = $1 FROM (VALUES ",
-    );
-    let mut values: Vec<Value> = Vec::with_capacity(responses.len() * 3 + 1);
-    values.push(Value::from(Utc::now()));
-    for (i, (scope, key, response)) in responses.iter().enumerate() {
-        let n = values.len();
+    let mut sql = String::from(head);
+    let mut values = shared;
+    for (i, cells) in rows.into_iter().enumerate() {
         if i > 0 {
             sql.push_str(", ");
         }
-        sql.push_str(&format!("(${}, ${}, ${})", n + 1, n + 2, n + 3));
-        values.push(Value::from(scope.clone()));
-        values.push(Value::from(key.clone()));
-        values.push(Value::from(response.clone()));
+        let numbers: Vec<usize> = (values.len() + 1..=values.len() + cells.len()).collect();
+        sql.push_str(&row(&numbers));
+        values.extend(cells);
     }
-    sql.push_str(&format!(
-        ") AS v (scope, key, response) WHERE r.scope = v.scope AND r.key = v.key \
-         AND r.state = '{RUNNING}' RETURNING r.scope, r.key"
-    ));
-    let updated = db
+    sql.push_str(tail);
+    let returned = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             sql,
             values,
         ))
         .await?;
-    for row in updated {
-        let scope: String = row.try_get("", "scope")?;
-        let key: String = row.try_get("", "key")?;
-        if let Some(i) = responses
+    for returned in returned {
+        let scope: String = returned.try_get("", "scope")?;
+        let key: String = returned.try_get("", "key")?;
+        if let Some(i) = keys
             .iter()
-            .position(|(s, k, _)| *s == scope && *k == key)
+            .position(|k| *k == (scope.as_str(), key.as_str()))
         {
-            stored[i] = true;
+            written[i] = true;
         }
     }
-    Ok(stored)
+    Ok(written)
 }
 
 /// Stores the response of the run that claimed `key` (JSON text): later requests replay it.

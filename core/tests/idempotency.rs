@@ -155,13 +155,19 @@ async fn claims_and_responses_are_written_in_batches_on_postgres() {
             Begin::Replay(r#"{"data":3}"#.to_owned())
         );
         assert_eq!(records(&db).await, 3);
-        // One bad key refuses the whole batch, writing nothing.
-        let bad = [claim("k4", HASH_A), claim("", HASH_A)];
-        assert!(
-            idempotency::claim_free(&db, &bad, lifetime(), now)
-                .await
-                .is_err()
-        );
+        // One bad key or token refuses the whole batch, writing nothing.
+        let mut no_token = claim("k5", HASH_A);
+        no_token.token.clear();
+        for bad in [
+            [claim("k4", HASH_A), claim("", HASH_A)],
+            [claim("k4", HASH_A), no_token],
+        ] {
+            assert!(
+                idempotency::claim_free(&db, &bad, lifetime(), now)
+                    .await
+                    .is_err()
+            );
+        }
         assert_eq!(records(&db).await, 3);
     })
     .await;

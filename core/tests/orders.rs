@@ -95,6 +95,37 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// An anonymous standard `web` order of `(index into SKUS, quantity)` lines, shipped to
+    /// us-east.
+    fn web_order(&self, lines: &[(usize, i32)]) -> NewOrder {
+        NewOrder {
+            channel_id: self.web,
+            viewer: PriceViewer::anonymous(self.web, "USD"),
+            customer_id: None,
+            lines: lines
+                .iter()
+                .map(|(sku, quantity)| OrderLineInput {
+                    sku: SKUS[*sku].to_owned(),
+                    quantity: *quantity,
+                })
+                .collect(),
+            fulfilment: Fulfilment::Ship {
+                address: serde_json::json!({ "line1": "1 Market St", "city": "Newark" }),
+                region: "us-east".into(),
+                point: None,
+            },
+            service_level: ServiceLevel::Standard,
+            note: String::new(),
+            external_ref: None,
+            extensions: None,
+            idempotency_key: None,
+            store: None,
+            actor: "test".into(),
+        }
+    }
+}
+
 /// Sets the units on hand of a variant at a location (nothing is reserved there yet).
 async fn set_on_hand(db: &DatabaseConnection, variant_id: i64, location_id: i64, units: i32) {
     let level = stock_level::Entity::find()
@@ -485,32 +516,13 @@ impl Run<'_> {
             Kind::Ok
         };
         let input = NewOrder {
-            channel_id: self.fx.web,
-            viewer: PriceViewer::anonymous(self.fx.web, "USD"),
-            customer_id: None,
-            lines: lines
-                .iter()
-                .map(|(sku, quantity)| OrderLineInput {
-                    sku: SKUS[*sku].to_owned(),
-                    quantity: *quantity,
-                })
-                .collect(),
-            fulfilment: Fulfilment::Ship {
-                address: serde_json::json!({ "line1": "1 Market St", "city": "Newark" }),
-                region: "us-east".into(),
-                point: None,
-            },
             service_level: if express {
                 ServiceLevel::Express
             } else {
                 ServiceLevel::Standard
             },
-            note: String::new(),
-            external_ref: None,
-            extensions: None,
-            idempotency_key: None,
-            store: None,
             actor: "proptest".into(),
+            ..self.fx.web_order(lines)
         };
         let placed = match service::place(self.db, &input, now).await {
             Ok(placed) => placed,
@@ -1297,27 +1309,7 @@ async fn backordered_orders_leave_the_safety_stock_alone() {
         let mut web: channel::ActiveModel = web.into();
         web.backorders = Set(true);
         web.update(&db).await.unwrap();
-        let input = NewOrder {
-            channel_id: fx.web,
-            viewer: PriceViewer::anonymous(fx.web, "USD"),
-            customer_id: None,
-            lines: vec![OrderLineInput {
-                sku: SKUS[1].into(),
-                quantity: 1,
-            }],
-            fulfilment: Fulfilment::Ship {
-                address: serde_json::json!({ "line1": "1 Market St" }),
-                region: "us-east".into(),
-                point: None,
-            },
-            service_level: ServiceLevel::Standard,
-            note: String::new(),
-            external_ref: None,
-            extensions: None,
-            idempotency_key: None,
-            store: None,
-            actor: "test".into(),
-        };
+        let input = fx.web_order(&[(1, 1)]);
         let placed = service::place(&db, &input, t0()).await.unwrap();
         let parts: Vec<_> = placed
             .details
@@ -1352,31 +1344,11 @@ async fn a_placed_order_is_returned_as_it_was_written() {
         set_on_hand(&db, fx.variants[2], west, 0).await;
         set_on_hand(&db, fx.variants[3], east, 5).await;
         set_on_hand(&db, fx.variants[3], west, 0).await;
-        let order_of = |lines: Vec<(usize, i32)>| NewOrder {
-            channel_id: fx.web,
-            viewer: PriceViewer::anonymous(fx.web, "USD"),
-            customer_id: None,
-            lines: lines
-                .into_iter()
-                .map(|(sku, quantity)| OrderLineInput {
-                    sku: SKUS[sku].into(),
-                    quantity,
-                })
-                .collect(),
-            fulfilment: Fulfilment::Ship {
-                address: serde_json::json!({ "line1": "1 Market St" }),
-                region: "us-east".into(),
-                point: None,
-            },
-            service_level: ServiceLevel::Standard,
+        let order_of = |lines: &[(usize, i32)]| NewOrder {
             note: "as written".into(),
-            external_ref: None,
-            extensions: None,
-            idempotency_key: None,
-            store: None,
-            actor: "test".into(),
+            ..fx.web_order(lines)
         };
-        let split = service::place(&db, &order_of(vec![(1, 4), (2, 1)]), t0())
+        let split = service::place(&db, &order_of(&[(1, 4), (2, 1)]), t0())
             .await
             .unwrap();
         assert_eq!(split.details.shipments.len(), 2, "{:?}", split.details);
@@ -1390,7 +1362,7 @@ async fn a_placed_order_is_returned_as_it_was_written() {
         let mut web: channel::ActiveModel = web.into();
         web.backorders = Set(true);
         web.update(&db).await.unwrap();
-        let backordered = service::place(&db, &order_of(vec![(3, 4)]), t0())
+        let backordered = service::place(&db, &order_of(&[(3, 4)]), t0())
             .await
             .unwrap();
         let statuses: Vec<&str> = backordered

@@ -307,44 +307,33 @@ async fn an_external_order_is_never_created_twice_and_cancelling_releases_its_st
     );
 }
 
-#[tokio::test]
-async fn a_repeated_external_order_is_answered_after_its_stock_sold_out() {
+/// Places an external order, lets `spoil` make placing its lines fail with `failure` (shown
+/// with a new order under a new key), then repeats the external order under a new key: the
+/// answer is the first order, and no stock moved.
+async fn a_repeat_after(
+    reference: &str,
+    spoil: impl AsyncFnOnce(&TestApp, &Client),
+    failure: &str,
+) {
     let app = spawn_app().await;
     let admin = admin(&app);
     let input = json!({
         "lines": [{ "sku": SKU, "quantity": 1 }], "shipTo": ship_to(),
-        "externalRef": "MKT-SOLD-1", "idempotencyKey": "sold-a",
+        "externalRef": reference, "idempotencyKey": format!("{reference}-a"),
     });
     let first = admin.query(&place_query(), json!({ "input": input })).await;
     let first = first.data()["placeOrder"].clone();
-    // Every unit left goes: placing the same lines again would now be short.
-    for (location, on_hand, reserved) in levels(&app, SKU).await {
-        if on_hand != reserved {
-            admin
-                .query(
-                    "mutation($input: AdjustStockInput!) { adjustStock(input: $input) { onHand } }",
-                    json!({ "input": { "sku": SKU, "location": location, "delta": reserved - on_hand, "reason": "sold out" } }),
-                )
-                .await
-                .data();
-        }
-    }
-    let short = admin
+    spoil(&app, &admin).await;
+    let fresh = admin
         .query(
             &place_query(),
-            json!({ "input": { "lines": [{ "sku": SKU, "quantity": 1 }], "shipTo": ship_to(), "idempotencyKey": "sold-b" } }),
+            json!({ "input": { "lines": [{ "sku": SKU, "quantity": 1 }], "shipTo": ship_to(), "idempotencyKey": format!("{reference}-b") } }),
         )
         .await;
-    assert_eq!(
-        short.error_codes(),
-        ["INSUFFICIENT_STOCK"],
-        "{}",
-        short.body
-    );
-    let before = levels(&app, SKU).await;
-    // The same external order under a new key: its order, not INSUFFICIENT_STOCK.
+    assert_eq!(fresh.error_codes(), [failure], "{}", fresh.body);
+    let before = ledger_entries(&app, SKU).await;
     let mut again = input.clone();
-    again["idempotencyKey"] = json!("sold-c");
+    again["idempotencyKey"] = json!(format!("{reference}-c"));
     let second = admin.query(&place_query(), json!({ "input": again })).await;
     assert_eq!(
         second.data()["placeOrder"]["id"],
@@ -352,50 +341,69 @@ async fn a_repeated_external_order_is_answered_after_its_stock_sold_out() {
         "{}",
         second.body
     );
-    assert_eq!(levels(&app, SKU).await, before, "nothing reserved again");
+    assert_eq!(
+        ledger_entries(&app, SKU).await,
+        before,
+        "nothing reserved again"
+    );
+}
+
+/// Ledger entries of `sku` at every location, read from the database (a channel's view
+/// would miss a delisted SKU or other channels' locations).
+async fn ledger_entries(app: &TestApp, sku: &str) -> i64 {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = e2e::open_database(&app.database_url).await;
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "SELECT COUNT(*) FROM inventory_movement \
+             WHERE variant_id = (SELECT id FROM variant WHERE sku = $1)",
+            [sku.into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
+#[tokio::test]
+async fn a_repeated_external_order_is_answered_after_its_stock_sold_out() {
+    // Every unit left goes: the repeat fails on its unique reference after routing short.
+    let sell_out = async |app: &TestApp, admin: &Client| {
+        for (location, on_hand, reserved) in levels(app, SKU).await {
+            if on_hand != reserved {
+                admin
+                    .query(
+                        "mutation($input: AdjustStockInput!) { adjustStock(input: $input) { onHand } }",
+                        json!({ "input": { "sku": SKU, "location": location, "delta": reserved - on_hand, "reason": "sold out" } }),
+                    )
+                    .await
+                    .data();
+            }
+        }
+    };
+    a_repeat_after("MKT-SOLD-1", sell_out, "INSUFFICIENT_STOCK").await;
 }
 
 #[tokio::test]
 async fn a_repeated_external_order_is_answered_after_its_sku_was_delisted() {
-    use sea_orm::ConnectionTrait;
-    let app = spawn_app().await;
-    let admin = admin(&app);
-    let input = json!({
-        "lines": [{ "sku": SKU, "quantity": 1 }], "shipTo": ship_to(),
-        "externalRef": "MKT-GONE-1", "idempotencyKey": "gone-a",
-    });
-    let first = admin.query(&place_query(), json!({ "input": input })).await;
-    let first = first.data()["placeOrder"].clone();
-    // The product leaves the channel outside the API, and the gateways are told.
-    let db = e2e::open_database(&app.database_url).await;
-    db.execute_unprepared(&format!(
-        "DELETE FROM channel_product WHERE channel_id = (SELECT id FROM channel WHERE code = 'web') \
-         AND product_id = (SELECT product_id FROM variant WHERE sku = '{SKU}')"
-    ))
-    .await
-    .unwrap();
-    admin
-        .query("mutation { announceCatalogChange }", json!({}))
+    // The product leaves the channel outside the API, and the gateways are told: the repeat
+    // fails in pricing, before any row is written.
+    let delist = async |app: &TestApp, admin: &Client| {
+        use sea_orm::ConnectionTrait;
+        let db = e2e::open_database(&app.database_url).await;
+        db.execute_unprepared(&format!(
+            "DELETE FROM channel_product WHERE channel_id = (SELECT id FROM channel WHERE code = 'web') \
+             AND product_id = (SELECT product_id FROM variant WHERE sku = '{SKU}')"
+        ))
         .await
-        .data();
-    let fresh = admin
-        .query(
-            &place_query(),
-            json!({ "input": { "lines": [{ "sku": SKU, "quantity": 1 }], "shipTo": ship_to(), "idempotencyKey": "gone-b" } }),
-        )
-        .await;
-    assert_eq!(fresh.error_codes(), ["NOT_FOUND"], "{}", fresh.body);
-    // The same external order under a new key: its order, though placing it again would fail
-    // before any row is written.
-    let mut again = input.clone();
-    again["idempotencyKey"] = json!("gone-c");
-    let second = admin.query(&place_query(), json!({ "input": again })).await;
-    assert_eq!(
-        second.data()["placeOrder"]["id"],
-        first["id"],
-        "{}",
-        second.body
-    );
+        .unwrap();
+        admin
+            .query("mutation { announceCatalogChange }", json!({}))
+            .await
+            .data();
+    };
+    a_repeat_after("MKT-GONE-1", delist, "NOT_FOUND").await;
 }
 
 #[tokio::test]
