@@ -30,7 +30,8 @@
 //! off, a generated `GATEWAY_JWT_SECRET` to mint the tokens with), under `taskset -c
 //! <--server-cpu>` when given. The CPU time of the gateway, of PostgreSQL's processes and of
 //! this driver during the spread scenario, and the gateway's SQL statements per request (from
-//! its `/metrics`), show where the time goes.
+//! its `/metrics`: those each request ran itself, and all, the order and idempotency batch
+//! writers' included), show where the time goes.
 //!
 //! `--url` targets a running gateway instead (`--token` a web shopper token, `--admin-token`
 //! a web admin token, or both minted with `GATEWAY_JWT_SECRET`); its database is audited only
@@ -506,12 +507,14 @@ async fn run(
     );
     usage.print();
     if let (Some(before), Some(after)) = (sql_before, sql_after) {
-        let requests = after.1 - before.1;
+        let requests = after.requests - before.requests;
         if requests > 0.0 {
             println!(
-                "    SQL statements per GraphQL request over the spread scenario: {:.1} \
-                 ({requests:.0} requests)",
-                (after.0 - before.0) / requests
+                "    SQL statements over the spread scenario: {:.1} per GraphQL request run by \
+                 the request itself, {:.2} per request in all (the batch writers' included; \
+                 {requests:.0} requests)",
+                (after.in_requests - before.in_requests) / requests,
+                (after.all - before.all) / requests
             );
         }
     }
@@ -811,8 +814,17 @@ impl OrderRun {
 
 // ---- where the time goes ----
 
-/// The gateway's `gateway_sql_statements_per_request` (sum, count) over every channel.
-async fn sql_statements(client: &reqwest::Client, target: &Target) -> Option<(f64, f64)> {
+/// The gateway's SQL statement counts so far.
+struct Statements {
+    /// Run by requests themselves (`gateway_sql_statements_per_request` sum).
+    in_requests: f64,
+    /// Requests counted (`gateway_sql_statements_per_request` count).
+    requests: f64,
+    /// Every statement, the batch writers' included (`gateway_sql_statements_total`).
+    all: f64,
+}
+
+async fn sql_statements(client: &reqwest::Client, target: &Target) -> Option<Statements> {
     let text = client
         .get(format!("{}/metrics", target.url))
         .send()
@@ -827,8 +839,11 @@ async fn sql_statements(client: &reqwest::Client, target: &Target) -> Option<(f6
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
-    let count = total("gateway_sql_statements_per_request_count");
-    (count > 0.0).then(|| (total("gateway_sql_statements_per_request_sum"), count))
+    Some(Statements {
+        in_requests: total("gateway_sql_statements_per_request_sum"),
+        requests: total("gateway_sql_statements_per_request_count"),
+        all: total("gateway_sql_statements_total"),
+    })
 }
 
 /// CPU time so far, in clock ticks: the gateway's, PostgreSQL's processes', this driver's,

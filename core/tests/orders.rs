@@ -11,6 +11,7 @@ mod support;
 use support::{remove_sqlite, scratch_name, with_database_name};
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use commerce_core::CoreError;
@@ -20,9 +21,11 @@ use commerce_core::entities::{
 };
 use commerce_core::inventory::{self, Adjustment, StockView};
 use commerce_core::orders::routing::ServiceLevel;
+use commerce_core::orders::batch::{self, PricedOrder};
 use commerce_core::orders::service::{
     self, Fulfilment, NewOrder, OrderDetails, OrderError, OrderLineInput,
 };
+use commerce_core::pricing::load::FromDatabase;
 use commerce_core::pricing::resolve::PriceViewer;
 use migrations::{Migrator, MigratorTrait};
 use proptest::prelude::*;
@@ -1462,4 +1465,196 @@ async fn units_shipped_before_a_cancel_can_still_be_returned() {
         assert!(returned.is_ok(), "a shipped unit comes back: {returned:?}");
     })
     .await;
+}
+
+// ---- orders placed in batches (PostgreSQL) ----
+
+async fn priced(db: &DatabaseConnection, input: NewOrder) -> PricedOrder {
+    let policy = inventory::service::load_policy_by_id(db, input.channel_id)
+        .await
+        .unwrap();
+    PricedOrder::new(&FromDatabase(db), Arc::new(policy), input, t0())
+        .await
+        .expect("priced")
+}
+
+#[tokio::test]
+async fn a_batch_places_its_orders_as_placing_each_alone_would() {
+    support::on_each_database("orders in a batch", |db| async move {
+        let fx = Fixture::load(&db).await;
+        let [east, west] = fx.stocked;
+        // web keeps 2 units of safety stock: 4 of TS-0001-M's 6 are sellable.
+        set_on_hand(&db, fx.variants[1], east, 3).await;
+        set_on_hand(&db, fx.variants[1], west, 3).await;
+        set_on_hand(&db, fx.variants[2], east, 4).await;
+        set_on_hand(&db, fx.variants[0], east, 9).await;
+        let earlier = service::place(
+            &db,
+            &NewOrder {
+                external_ref: Some("MKT-1".into()),
+                ..fx.web_order(&[(0, 1)])
+            },
+            t0(),
+        )
+        .await
+        .unwrap();
+        let inputs = [
+            // Split over both warehouses: all 4 sellable units.
+            fx.web_order(&[(1, 4), (2, 1)]),
+            // Nothing of TS-0001-M left for these two once the first is placed.
+            fx.web_order(&[(1, 1)]),
+            fx.web_order(&[(0, 2), (1, 1)]),
+            fx.web_order(&[(0, 2)]),
+            // A repeat of the order placed before.
+            NewOrder {
+                external_ref: Some("MKT-1".into()),
+                ..fx.web_order(&[(0, 1)])
+            },
+            fx.web_order(&[(0, 3), (2, 1)]),
+        ];
+        let mut batch = Vec::new();
+        for input in inputs.clone() {
+            batch.push(priced(&db, input).await);
+        }
+        let orders_before = count(&db, "SELECT COUNT(*) FROM orders").await;
+        let movements_before = count(&db, "SELECT COUNT(*) FROM inventory_movement").await;
+        let placed = match batch::place_batch(&db, &batch).await {
+            Ok(placed) => placed,
+            Err(err) => {
+                assert_eq!(db.get_database_backend(), sea_orm::DbBackend::Sqlite);
+                assert!(err.to_string().contains("PostgreSQL only"), "{err}");
+                assert_eq!(
+                    count(&db, "SELECT COUNT(*) FROM orders").await,
+                    orders_before
+                );
+                eprintln!("SQLite refuses batches, as expected; the rest runs on PostgreSQL");
+                return;
+            }
+        };
+        let placed_at: Vec<bool> = placed.iter().map(Option::is_some).collect();
+        assert_eq!(placed_at, [true, false, false, true, false, true]);
+        assert_eq!(
+            count(&db, "SELECT COUNT(*) FROM orders").await,
+            orders_before + 3,
+            "only the placed orders are written"
+        );
+        // 3 + 1 + 2 reservations (the first order's TS-0001-M at both warehouses), one ledger
+        // entry each.
+        assert_eq!(
+            count(&db, "SELECT COUNT(*) FROM inventory_movement").await,
+            movements_before + 6
+        );
+        assert_eq!(count(&db, BROKEN_LEVELS).await, 0, "ledger and levels agree");
+        // Each placed order is what the database holds; each stock change shows its level as
+        // it was after that order's own reservations, with one version per reservation.
+        let mut last_seen: HashMap<i64, stock_level::Model> = HashMap::new();
+        for placed in placed.iter().flatten() {
+            assert!(placed.created);
+            let stored = order::Entity::find_by_id(placed.details.order.id)
+                .one(&db)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(placed.details, service::details(&db, stored).await.unwrap());
+            assert_eq!(placed.change.movements.len(), placed.change.levels.len());
+            for movement in &placed.change.movements {
+                let row = inventory_movement::Entity::find_by_id(movement.id)
+                    .one(&db)
+                    .await
+                    .unwrap();
+                assert_eq!(Some(movement), row.as_ref());
+                assert_eq!(movement.reference.as_deref(), Some(format!("order:{}", placed.details.order.number).as_str()));
+            }
+            for level in &placed.change.levels {
+                if let Some(before) = last_seen.get(&level.id) {
+                    assert!(level.version > before.version, "{level:?} after {before:?}");
+                    assert!(level.reserved > before.reserved);
+                }
+                last_seen.insert(level.id, level.clone());
+            }
+        }
+        for level in last_seen.values() {
+            let row = stock_level::Entity::find_by_id(level.id)
+                .one(&db)
+                .await
+                .unwrap();
+            assert_eq!(Some(level), row.as_ref(), "the last change is the level as stored");
+        }
+        // What the batch left alone, placed alone, answers as a single placement does.
+        let short = service::place(&db, &inputs[1], t0()).await.unwrap_err();
+        assert!(
+            matches!(short, OrderError::Core(CoreError::InsufficientStock { .. })),
+            "{short:?}"
+        );
+        let repeat = service::place(&db, &inputs[4], t0()).await.unwrap();
+        assert!(!repeat.created);
+        assert_eq!(repeat.details.order.id, earlier.details.order.id);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_batches_and_single_placements_never_oversell() {
+    let Some(base) = std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+    else {
+        eprintln!("skipped: TEST_DATABASE_URL is unset (batches are placed on PostgreSQL only)");
+        return;
+    };
+    let (template, fx) = Template::postgres(&base).await;
+    let (db, copy) = template.copy().await;
+    let [east, west] = fx.stocked;
+    // 12 on hand over two warehouses, 2 kept as web's safety stock: 10 sellable units.
+    set_on_hand(&db, fx.variants[1], east, 7).await;
+    set_on_hand(&db, fx.variants[1], west, 5).await;
+    let orders_before = count(&db, "SELECT COUNT(*) FROM orders").await;
+    let mut batches = Vec::new();
+    for _ in 0..4 {
+        let mut batch = Vec::new();
+        for _ in 0..8 {
+            batch.push(priced(&db, fx.web_order(&[(1, 1)])).await);
+        }
+        batches.push(batch);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for batch in batches {
+        let db = db.clone();
+        tasks.spawn(async move {
+            let placed = batch::place_batch(&db, &batch).await.expect("a batch");
+            placed.iter().filter(|p| p.is_some()).count()
+        });
+    }
+    for _ in 0..8 {
+        let db = db.clone();
+        let input = fx.web_order(&[(1, 1)]);
+        tasks.spawn(async move {
+            match service::place(&db, &input, t0()).await {
+                Ok(_) => 1,
+                Err(OrderError::Core(CoreError::InsufficientStock { .. })) => 0,
+                Err(err) => panic!("{err:?}"),
+            }
+        });
+    }
+    let mut placed = 0;
+    while let Some(done) = tasks.join_next().await {
+        placed += done.unwrap();
+    }
+    assert_eq!(placed, 10, "exactly the sellable units are sold, of 40 one-unit orders");
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM orders").await,
+        orders_before + 10
+    );
+    let sold = count(
+        &db,
+        &format!(
+            "SELECT COALESCE(SUM(reserved), 0) FROM stock_level WHERE variant_id = {}",
+            fx.variants[1]
+        ),
+    )
+    .await;
+    assert_eq!(sold, 10);
+    assert_eq!(count(&db, BROKEN_LEVELS).await, 0, "ledger and levels agree");
+    template.discard(db, &copy).await;
+    template.remove().await;
 }

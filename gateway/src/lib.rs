@@ -32,6 +32,7 @@ pub mod idempotency;
 pub mod limits;
 pub mod log_budget;
 pub mod metrics;
+pub mod order_batches;
 pub mod read_path;
 pub mod response_size;
 pub mod server;

@@ -36,6 +36,9 @@ pub const ERRORS_TOTAL: &str = "gateway_errors_total";
 pub const REQUEST_DURATION_SECONDS: &str = "gateway_request_duration_seconds";
 /// SQL statements one GraphQL request ran (DataLoader batches included): `channel`.
 pub const SQL_STATEMENTS_PER_REQUEST: &str = "gateway_sql_statements_per_request";
+/// Every SQL statement run: requests' and the background writers' (`placeOrder` and
+/// idempotency batches, which no single request owns).
+pub const SQL_STATEMENTS_TOTAL: &str = "gateway_sql_statements_total";
 /// Requests refused with `RATE_LIMITED`: `channel`, `kind` (`rate` or `cost`).
 pub const RATE_LIMITED_TOTAL: &str = "gateway_rate_limited_total";
 /// The requested cost of every admitted operation (what its cost budget is charged): `channel`.
@@ -162,6 +165,10 @@ fn describe() {
         SQL_STATEMENTS_PER_REQUEST,
         metrics::Unit::Count,
         "SQL statements run by one GraphQL request, DataLoader batches included"
+    );
+    metrics::describe_counter!(
+        SQL_STATEMENTS_TOTAL,
+        "SQL statements run, by requests and by the batch writers"
     );
     metrics::describe_counter!(
         RATE_LIMITED_TOTAL,
@@ -331,6 +338,7 @@ pub fn current_scope() -> Option<Arc<RequestScope>> {
 
 /// Counts one SQL statement for the running request (no-op outside a request).
 pub fn count_sql_statement() {
+    metrics::counter!(SQL_STATEMENTS_TOTAL).increment(1);
     let _ = REQUEST.try_with(|scope| scope.sql_statements.fetch_add(1, Ordering::Relaxed));
 }
 

@@ -81,6 +81,8 @@ pub struct Shared {
     pub idempotency: crate::idempotency::Settings,
     /// On PostgreSQL: idempotency records written in batches under load.
     pub idempotency_batches: Option<Arc<crate::idempotency::Batches>>,
+    /// `placeOrder`'s batch writers (PostgreSQL only).
+    pub order_batches: Option<Arc<crate::order_batches::OrderBatches>>,
     /// The sockets open at `/graphql/ws`, in all and per client address.
     pub sockets: Arc<crate::transport::Sockets>,
     /// The in-memory read model and the response cache (`[read_path]`), kept by the bus.
@@ -541,6 +543,8 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
                 idempotency_settings.lifetime,
             ))
         });
+    let order_batches = (db.get_database_backend() == sea_orm::DbBackend::Postgres)
+        .then(|| Arc::new(crate::order_batches::OrderBatches::new(db.clone())));
     let state = AppState(Arc::new(Shared {
         schema: build_schema(&config.graphql),
         db,
@@ -565,6 +569,7 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
         sku_names: Default::default(),
         idempotency: idempotency_settings,
         idempotency_batches,
+        order_batches,
         sockets: Arc::default(),
         read_path,
         fanout: Default::default(),

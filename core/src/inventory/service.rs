@@ -63,7 +63,11 @@ pub struct StockChange {
 }
 
 impl StockChange {
-    fn record(&mut self, level: stock_level::Model, movement: inventory_movement::Model) {
+    pub(crate) fn record(
+        &mut self,
+        level: stock_level::Model,
+        movement: inventory_movement::Model,
+    ) {
         self.levels.retain(|l| l.id != level.id);
         self.levels.push(level);
         self.levels.sort_by_key(|l| l.id);
@@ -514,7 +518,18 @@ pub(crate) async fn apply(
             free,
         ));
     };
-    let movement = inventory_movement::ActiveModel {
+    let movement = movement_row(level, mv, now).insert(txn).await?;
+    change.record(updated.clone(), movement);
+    Ok(updated)
+}
+
+/// The ledger entry of `mv` at `level`.
+pub(crate) fn movement_row(
+    level: &stock_level::Model,
+    mv: Move<'_>,
+    now: DateTime<Utc>,
+) -> inventory_movement::ActiveModel {
+    inventory_movement::ActiveModel {
         variant_id: Set(level.variant_id),
         location_id: Set(level.location_id),
         kind: Set(mv.kind.to_owned()),
@@ -527,10 +542,6 @@ pub(crate) async fn apply(
         updated_at: Set(now),
         ..Default::default()
     }
-    .insert(txn)
-    .await?;
-    change.record(updated.clone(), movement);
-    Ok(updated)
 }
 
 /// Runs `work` in a write transaction, committing on success and rolling back on error.
@@ -954,21 +965,7 @@ pub(crate) async fn hold_at(
     field: &str,
     change: &mut StockChange,
 ) -> Result<reservation::Model, CoreError> {
-    let row = reservation::ActiveModel {
-        variant_id: Set(level.variant_id),
-        location_id: Set(level.location_id),
-        channel_id: Set(hold.channel_id),
-        quantity: Set(hold.units),
-        owner_kind: Set(hold.owner.kind.as_str().to_owned()),
-        owner_ref: Set(hold.owner.reference.clone()),
-        expires_at: Set(hold.expires_at),
-        state: Set("active".to_owned()),
-        created_at: Set(now),
-        updated_at: Set(now),
-        ..Default::default()
-    }
-    .insert(txn)
-    .await?;
+    let row = reservation_row(level, &hold, now).insert(txn).await?;
     apply(
         txn,
         level,
@@ -989,6 +986,27 @@ pub(crate) async fn hold_at(
     )
     .await?;
     Ok(row)
+}
+
+/// The reservation row of `hold` at `level`.
+pub(crate) fn reservation_row(
+    level: &stock_level::Model,
+    hold: &Hold<'_>,
+    now: DateTime<Utc>,
+) -> reservation::ActiveModel {
+    reservation::ActiveModel {
+        variant_id: Set(level.variant_id),
+        location_id: Set(level.location_id),
+        channel_id: Set(hold.channel_id),
+        quantity: Set(hold.units),
+        owner_kind: Set(hold.owner.kind.as_str().to_owned()),
+        owner_ref: Set(hold.owner.reference.clone()),
+        expires_at: Set(hold.expires_at),
+        state: Set("active".to_owned()),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    }
 }
 
 /// The reservation, after its variant was locked; `NotFound` when there is none.

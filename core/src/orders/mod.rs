@@ -3,4 +3,5 @@
 //! moves them through their lifecycle.
 
 pub mod routing;
+pub mod batch;
 pub mod service;

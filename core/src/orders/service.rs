@@ -31,7 +31,7 @@ use crate::CoreError;
 use crate::channels::ChannelPolicy;
 use crate::entities::{
     order, order_event, order_line, product, reservation, shipment, shipment_line, stock_level,
-    stock_location, variant,
+    stock_hold, stock_location, variant,
 };
 use crate::error::StockShortage;
 use crate::inventory::service::{
@@ -273,7 +273,7 @@ pub async fn place_with(
 }
 
 /// [`check`], and that `policy` is the order's channel's.
-fn check_for(policy: &ChannelPolicy, input: &NewOrder) -> Result<(), CoreError> {
+pub(crate) fn check_for(policy: &ChannelPolicy, input: &NewOrder) -> Result<(), CoreError> {
     if policy.channel.id != input.channel_id {
         return Err(CoreError::invalid(
             "channel_id",
@@ -438,7 +438,7 @@ async fn existing_order(
 }
 
 /// Prices every line for the viewer (quantity rules enforced).
-async fn price(
+pub(crate) async fn price(
     inputs: &impl load::PriceInputs,
     policy: &ChannelPolicy,
     input: &NewOrder,
@@ -534,6 +534,39 @@ async fn route_lines(
     ),
     OrderError,
 > {
+    let mut stock = Stock::default();
+    for line in lines {
+        let id = line.variant.id;
+        stock.levels.insert(id, levels_of(conn, id).await?);
+        stock.holds.insert(id, holds_of(conn, id).await?);
+    }
+    let (plan, locations) = route_over(policy, input, lines, now, &stock)?;
+    // The levels read, by (variant, location): under the order's locks they are what its
+    // reservations update.
+    let read_levels = stock
+        .levels
+        .into_values()
+        .flatten()
+        .map(|level| ((level.variant_id, level.location_id), level))
+        .collect();
+    Ok((plan, locations, read_levels))
+}
+
+/// The stock levels and holds of some variants, by variant id.
+#[derive(Default)]
+pub(crate) struct Stock {
+    pub(crate) levels: HashMap<i64, Vec<stock_level::Model>>,
+    pub(crate) holds: HashMap<i64, Vec<stock_hold::Model>>,
+}
+
+/// Routes the priced lines over `stock` (which holds every line's variant).
+pub(crate) fn route_over(
+    policy: &ChannelPolicy,
+    input: &NewOrder,
+    lines: &[PricedLine],
+    now: DateTime<Utc>,
+    stock: &Stock,
+) -> Result<(Plan, HashMap<i64, stock_location::Model>), OrderError> {
     let mut candidates: Vec<Candidate> = policy
         .locations
         .iter()
@@ -556,25 +589,18 @@ async fn route_lines(
     // What the channel may take at each location, and in all (safety stock and other
     // channels' holds respected, as for a reservation).
     let mut channel_total: HashMap<i64, i64> = HashMap::new();
-    // The levels read, by (variant, location): under the order's locks they are what its
-    // reservations update.
-    let mut read_levels = HashMap::new();
     for line in lines {
-        let levels = levels_of(conn, line.variant.id).await?;
-        let holds = holds_of(conn, line.variant.id).await?;
-        let seen = channel_availability(policy, StockView::Exact, line.variant.id, &levels, &holds);
-        read_levels.extend(
-            levels
-                .into_iter()
-                .map(|level| ((level.variant_id, level.location_id), level)),
-        );
-        channel_total.insert(line.variant.id, seen.available);
+        let id = line.variant.id;
+        let levels = stock.levels.get(&id).map_or(&[][..], Vec::as_slice);
+        let holds = stock.holds.get(&id).map_or(&[][..], Vec::as_slice);
+        let seen = channel_availability(policy, StockView::Exact, id, levels, holds);
+        channel_total.insert(id, seen.available);
         for at in &seen.locations {
             if let Some(candidate) = candidates
                 .iter_mut()
                 .find(|c| c.location_id == at.location_id)
             {
-                candidate.available.insert(line.variant.id, at.sellable);
+                candidate.available.insert(id, at.sellable);
             }
         }
     }
@@ -669,7 +695,7 @@ async fn route_lines(
         .iter()
         .map(|l| (l.location.id, l.location.clone()))
         .collect();
-    Ok((plan, locations, read_levels))
+    Ok((plan, locations))
 }
 
 /// Writes the order and its lines.
@@ -680,6 +706,23 @@ async fn write_head(
     lines: &[PricedLine],
     now: DateTime<Utc>,
 ) -> Result<(order::Model, Vec<order_line::Model>), CoreError> {
+    let (order, line_rows) = head_rows(policy, input, lines, now)?;
+    let order = order.insert(txn).await?;
+    let mut written = Vec::with_capacity(line_rows.len());
+    for mut row in line_rows {
+        row.order_id = Set(order.id);
+        written.push(row.insert(txn).await?);
+    }
+    Ok((order, written))
+}
+
+/// The order's row and its lines' rows (their `order_id` not set), as placing writes them.
+pub(crate) fn head_rows(
+    policy: &ChannelPolicy,
+    input: &NewOrder,
+    lines: &[PricedLine],
+    now: DateTime<Utc>,
+) -> Result<(order::ActiveModel, Vec<order_line::ActiveModel>), CoreError> {
     let currency = policy.channel.currency.clone();
     let subtotal: rust_decimal::Decimal = lines.iter().map(|l| l.price.list_line_total).sum();
     let total: rust_decimal::Decimal = lines.iter().map(|l| l.price.line_total).sum();
@@ -699,7 +742,7 @@ async fn write_head(
         ),
     };
     let order = order::ActiveModel {
-        number: Set(number.clone()),
+        number: Set(number),
         channel_id: Set(policy.channel.id),
         customer_id: Set(input.customer_id),
         idempotency_key: Set(input.idempotency_key.clone()),
@@ -718,13 +761,10 @@ async fn write_head(
         created_at: Set(now),
         updated_at: Set(now),
         ..Default::default()
-    }
-    .insert(txn)
-    .await?;
+    };
     let mut line_rows = Vec::with_capacity(lines.len());
     for line in lines {
-        let row = order_line::ActiveModel {
-            order_id: Set(order.id),
+        line_rows.push(order_line::ActiveModel {
             variant_id: Set(line.variant.id),
             sku: Set(line.variant.sku.clone()),
             quantity: Set(line.quantity),
@@ -735,10 +775,7 @@ async fn write_head(
             created_at: Set(now),
             updated_at: Set(now),
             ..Default::default()
-        }
-        .insert(txn)
-        .await?;
-        line_rows.push(row);
+        });
     }
     Ok((order, line_rows))
 }
@@ -762,24 +799,7 @@ async fn write_routing(
     };
     let mut shipments = Vec::with_capacity(plan.groups.len());
     for group in &plan.groups {
-        let backorder = group.lines.iter().all(|l| l.backordered);
-        let row = shipment::ActiveModel {
-            order_id: Set(order.id),
-            location_id: Set(group.location_id),
-            service_level: Set(input.service_level.as_str().to_owned()),
-            status: Set(if backorder { "backordered" } else { "pending" }.to_owned()),
-            decision: Set(Some(json!({
-                "location": group.code,
-                "reasons": group.reasons,
-                "shipsOn": group.ships_on,
-            }))),
-            promised_ship_date: Set(group.ships_on),
-            created_at: Set(now),
-            updated_at: Set(now),
-            ..Default::default()
-        }
-        .insert(txn)
-        .await?;
+        let row = shipment_row(order.id, input, group, now).insert(txn).await?;
         let mut rows = Vec::with_capacity(group.lines.len());
         for part in &group.lines {
             let units = i32::try_from(part.quantity).expect("at most a line's i32 quantity");
@@ -792,13 +812,8 @@ async fn write_routing(
                     txn,
                     &level,
                     Hold {
-                        channel_id: policy.channel.id,
                         units,
-                        owner: &owner,
-                        expires_at: None,
-                        actor: &input.actor,
-                        reason: "order",
-                        reference: Some(format!("order:{number}")),
+                        ..order_hold(policy, input, &owner)
                     },
                     now,
                     &format!("lines[{}].quantity", part.line),
@@ -807,32 +822,14 @@ async fn write_routing(
                 .await?;
             }
             rows.push(
-                shipment_line::ActiveModel {
-                    shipment_id: Set(row.id),
-                    order_line_id: Set(line_rows[part.line].id),
-                    quantity: Set(units),
-                    backordered: Set(part.backordered),
-                    created_at: Set(now),
-                    updated_at: Set(now),
-                    ..Default::default()
-                }
-                .insert(txn)
-                .await?,
+                shipment_line_row(row.id, line_rows[part.line].id, part, now)
+                    .insert(txn)
+                    .await?,
             );
         }
         shipments.push((row, rows));
     }
-    let event = append_event(
-        txn,
-        order.id,
-        None,
-        "allocated",
-        &input.actor,
-        "placed",
-        Some(json!({ "routing": plan })),
-        now,
-    )
-    .await?;
+    let event = placed_event(order.id, input, plan, now).insert(txn).await?;
     Ok(Placed {
         details: OrderDetails {
             order,
@@ -843,6 +840,84 @@ async fn write_routing(
         change,
         created: true,
     })
+}
+
+/// The shipment row of one routing group.
+pub(crate) fn shipment_row(
+    order_id: i64,
+    input: &NewOrder,
+    group: &routing::Group,
+    now: DateTime<Utc>,
+) -> shipment::ActiveModel {
+    let backorder = group.lines.iter().all(|l| l.backordered);
+    shipment::ActiveModel {
+        order_id: Set(order_id),
+        location_id: Set(group.location_id),
+        service_level: Set(input.service_level.as_str().to_owned()),
+        status: Set(if backorder { "backordered" } else { "pending" }.to_owned()),
+        decision: Set(Some(json!({
+            "location": group.code,
+            "reasons": group.reasons,
+            "shipsOn": group.ships_on,
+        }))),
+        promised_ship_date: Set(group.ships_on),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+}
+
+/// The shipment line of one part of a routing group.
+pub(crate) fn shipment_line_row(
+    shipment_id: i64,
+    order_line_id: i64,
+    part: &routing::GroupLine,
+    now: DateTime<Utc>,
+) -> shipment_line::ActiveModel {
+    shipment_line::ActiveModel {
+        shipment_id: Set(shipment_id),
+        order_line_id: Set(order_line_id),
+        quantity: Set(i32::try_from(part.quantity).expect("at most a line's i32 quantity")),
+        backordered: Set(part.backordered),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+}
+
+/// What an order's reservation holds (its units are set per part).
+pub(crate) fn order_hold<'a>(
+    policy: &ChannelPolicy,
+    input: &'a NewOrder,
+    owner: &'a Owner,
+) -> Hold<'a> {
+    Hold {
+        channel_id: policy.channel.id,
+        units: 0,
+        owner,
+        expires_at: None,
+        actor: &input.actor,
+        reason: "order",
+        reference: Some(format!("order:{}", owner.reference)),
+    }
+}
+
+/// The order's first event: placed, with its routing.
+pub(crate) fn placed_event(
+    order_id: i64,
+    input: &NewOrder,
+    plan: &Plan,
+    now: DateTime<Utc>,
+) -> order_event::ActiveModel {
+    event_row(
+        order_id,
+        None,
+        "allocated",
+        &input.actor,
+        "placed",
+        Some(json!({ "routing": plan })),
+        now,
+    )
 }
 
 /// A new order number: the channel's code and 16 random hex digits
@@ -872,7 +947,21 @@ async fn append_event(
     data: Option<serde_json::Value>,
     now: DateTime<Utc>,
 ) -> Result<order_event::Model, CoreError> {
-    Ok(order_event::ActiveModel {
+    Ok(event_row(order_id, from, to, actor, note, data, now)
+        .insert(txn)
+        .await?)
+}
+
+fn event_row(
+    order_id: i64,
+    from: Option<&str>,
+    to: &str,
+    actor: &str,
+    note: &str,
+    data: Option<serde_json::Value>,
+    now: DateTime<Utc>,
+) -> order_event::ActiveModel {
+    order_event::ActiveModel {
         order_id: Set(order_id),
         from_status: Set(from.map(str::to_owned)),
         to_status: Set(to.to_owned()),
@@ -883,8 +972,6 @@ async fn append_event(
         updated_at: Set(now),
         ..Default::default()
     }
-    .insert(txn)
-    .await?)
 }
 
 /// The order with its lines, shipments and history.

@@ -82,6 +82,8 @@ pub struct RequestContext {
     pub read: Option<Arc<crate::read_path::ReadModel>>,
     /// What the response shows, when it may be cached.
     pub tags: Option<Arc<crate::read_path::TagCollector>>,
+    /// Where `placeOrder` places its order (PostgreSQL; `None`: placed alone).
+    pub order_batches: Option<Arc<crate::order_batches::OrderBatches>>,
 }
 
 /// Who is asking, beyond the channel: anonymous, or what a verified token says

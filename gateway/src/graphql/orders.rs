@@ -16,6 +16,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use commerce_core::CoreError;
 use commerce_core::entities::{customer, order, stock_location};
 use commerce_core::inventory::GeoPoint;
+use commerce_core::orders::batch::PricedOrder;
 use commerce_core::orders::routing::ServiceLevel as CoreServiceLevel;
 use commerce_core::orders::service::{
     self as orders, Fulfilment, NewOrder, OrderDetails, OrderError, OrderLineInput,
@@ -831,9 +832,24 @@ impl OrderMutation {
         // Prices from the read model when the request may use it (exact: every price change
         // reaches it before its mutation answers); stock always from the order's transaction.
         let now = Utc::now();
-        let placed = orders::place_with(&rc.db, &rc.reads(), &rc.channel, &order, now)
-            .await
-            .map_err(|err| input_error(err, &skus))?;
+        let reads = rc.reads();
+        let batched = match &rc.order_batches {
+            // Priced here, placed with the orders that wait with it; anything the batch does
+            // not place (a pricing error too) is placed alone below, which answers it.
+            Some(batches) => {
+                match PricedOrder::new(&reads, rc.channel.clone(), order.clone(), now).await {
+                    Ok(priced) => batches.place(priced).await,
+                    Err(_) => None,
+                }
+            }
+            None => None,
+        };
+        let placed = match batched {
+            Some(placed) => placed,
+            None => orders::place_with(&rc.db, &reads, &rc.channel, &order, now)
+                .await
+                .map_err(|err| input_error(err, &skus))?,
+        };
         if placed.created {
             announce(rc, &placed.details, &placed.change);
         }

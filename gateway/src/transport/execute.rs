@@ -327,6 +327,7 @@ pub(crate) async fn prepare(
         idempotency_key: idempotency.as_ref().map(|keyed| keyed.key.clone()),
         read: scope.model.clone(),
         tags: tags.clone(),
+        order_batches: state.order_batches.clone(),
     };
     Ok((
         context.into_request_data(request),
@@ -798,6 +799,7 @@ pub async fn execute_as(
         idempotency_key: None,
         read: state.read_path.scope().await.model,
         tags: None,
+        order_batches: state.order_batches.clone(),
     };
     let mut response = state
         .schema

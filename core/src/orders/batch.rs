@@ -1,0 +1,515 @@
+//! Placing many orders in one transaction, on PostgreSQL (the rules of
+//! [`super::service::place_with`], in fewer statements).
+//!
+//! Under load the gateway gathers the `placeOrder` requests that arrive together and places
+//! them here. One transaction locks every ordered variant (ascending ids, in one statement, as
+//! a single placement takes them one by one), reads their levels and holds once, routes the
+//! orders one after another over that stock (each order sees what the ones before it
+//! reserved), and writes each table's rows in one multi-row statement: about a dozen
+//! statements for the whole batch instead of about a dozen per order. Each order is written
+//! exactly as placing it alone would write it, and each gets its own [`Placed`] (its stock
+//! change carries the level as it was after its own reservation).
+//!
+//! An order the batch does not place is answered `None`, and the caller places it alone, which
+//! answers it as a single placement does: an order the stock cannot cover (the shortage named
+//! then, against the stock as it is then), one whose routing fails, or one whose number,
+//! `externalRef` or idempotency key is already taken (a repeat: it is answered its order).
+//! A batch that fails places none of its orders.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, Statement, Value,
+};
+
+use super::routing::Plan;
+use super::service::{
+    NewOrder, OrderDetails, OrderError, Placed, PricedLine, Stock, check_for, head_rows,
+    order_hold, placed_event, price, route_over, shipment_line_row, shipment_row,
+};
+use crate::CoreError;
+use crate::channels::ChannelPolicy;
+use crate::entities::{
+    inventory_movement, order, order_event, order_line, reservation, shipment, shipment_line,
+    stock_hold, stock_level,
+};
+use crate::inventory::service::{
+    Hold, Move, Owner, OwnerKind, StockChange, in_write, micros, movement_row, reservation_row,
+};
+use crate::pricing::load::PriceInputs;
+
+/// Most orders in one batch.
+pub const MAX_ORDERS: usize = 32;
+/// Most lines of an order placed in a batch (larger orders are placed alone; this keeps a
+/// batch's statements well inside PostgreSQL's bind parameter limit).
+pub const MAX_LINES: usize = 10;
+
+/// An order priced for its viewer, ready to be placed in a batch.
+#[derive(Clone, Debug)]
+pub struct PricedOrder {
+    pub policy: Arc<ChannelPolicy>,
+    pub input: NewOrder,
+    pub lines: Vec<PricedLine>,
+    /// When it was placed (to the microsecond, as stored).
+    pub now: DateTime<Utc>,
+}
+
+impl PricedOrder {
+    /// Checks and prices `input` as placing it alone would (its errors are that path's).
+    pub async fn new(
+        inputs: &impl PriceInputs,
+        policy: Arc<ChannelPolicy>,
+        input: NewOrder,
+        now: DateTime<Utc>,
+    ) -> Result<Self, OrderError> {
+        check_for(&policy, &input)?;
+        let now = micros(now);
+        let lines = price(inputs, &policy, &input, now).await?;
+        Ok(Self {
+            policy,
+            input,
+            lines,
+            now,
+        })
+    }
+
+    /// Whether it may go in a batch (else it is placed alone).
+    pub fn batchable(&self) -> bool {
+        self.lines.len() <= MAX_LINES
+    }
+}
+
+/// Places `orders` in one transaction (see the module documentation): for each, its
+/// [`Placed`], or `None` when the caller should place it alone.
+pub async fn place_batch(
+    db: &DatabaseConnection,
+    orders: &[PricedOrder],
+) -> Result<Vec<Option<Placed>>, CoreError> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Err(CoreError::invalid(
+            "orders",
+            "orders are placed in batches on PostgreSQL only",
+        ));
+    }
+    if orders.len() > MAX_ORDERS || orders.iter().any(|o| !o.batchable()) {
+        return Err(CoreError::invalid(
+            "orders",
+            format!("at most {MAX_ORDERS} orders of at most {MAX_LINES} lines"),
+        ));
+    }
+    in_write(db, async |txn| place_in(txn, orders).await).await
+}
+
+/// One order the batch writes: its plan, its row as inserted and its lines' rows to insert.
+struct Writing<'a> {
+    index: usize,
+    order: &'a PricedOrder,
+    plan: Plan,
+    head: order::Model,
+    lines: Vec<order_line::ActiveModel>,
+}
+
+async fn place_in(
+    txn: &DatabaseTransaction,
+    orders: &[PricedOrder],
+) -> Result<Vec<Option<Placed>>, CoreError> {
+    let mut variant_ids: Vec<i64> = orders
+        .iter()
+        .flat_map(|o| o.lines.iter().map(|l| l.variant.id))
+        .collect();
+    variant_ids.sort_unstable();
+    variant_ids.dedup();
+    lock_variants(txn, &variant_ids).await?;
+    let start = read_stock(txn, &variant_ids).await?;
+
+    // Route one after another, each over the stock the ones before it left.
+    let mut stock = Stock {
+        levels: start.levels.clone(),
+        holds: start.holds.clone(),
+    };
+    let mut plans = Vec::with_capacity(orders.len());
+    for order in orders {
+        let plan = route_over(&order.policy, &order.input, &order.lines, order.now, &stock)
+            .ok()
+            .and_then(|(plan, _)| take(&mut stock, &plan).then_some(plan));
+        plans.push(plan);
+    }
+
+    // The orders' rows; one whose unique number, reference or key is taken is skipped.
+    let mut heads = Vec::new();
+    for (index, (order, plan)) in orders.iter().zip(plans).enumerate() {
+        if let Some(plan) = plan {
+            let (head, lines) = head_rows(&order.policy, &order.input, &order.lines, order.now)?;
+            heads.push((index, order, plan, head, lines));
+        }
+    }
+    let mut answers: Vec<Option<Placed>> = orders.iter().map(|_| None).collect();
+    if heads.is_empty() {
+        return Ok(answers);
+    }
+    let inserted = order::Entity::insert_many(heads.iter().map(|h| h.3.clone()))
+        .on_conflict(OnConflict::new().do_nothing().to_owned())
+        .exec_with_returning(txn)
+        .await?;
+    let mut by_number: HashMap<String, order::Model> = inserted
+        .into_iter()
+        .map(|o| (o.number.clone(), o))
+        .collect();
+    let writing: Vec<Writing> = heads
+        .into_iter()
+        .filter_map(|(index, order, plan, head, lines)| {
+            let number = head.number.as_ref();
+            Some(Writing {
+                index,
+                order,
+                plan,
+                head: by_number.remove(number.as_str())?,
+                lines,
+            })
+        })
+        .collect();
+    if writing.is_empty() {
+        return Ok(answers);
+    }
+
+    // Lines, then shipments.
+    let lines = order_line::Entity::insert_many(writing.iter().flat_map(|w| {
+        w.lines.iter().cloned().map(|mut line| {
+            line.order_id = sea_orm::Set(w.head.id);
+            line
+        })
+    }))
+    .exec_with_returning(txn)
+    .await?;
+    let mut lines = split(lines, &writing, |w| w.lines.len(), "order_line")?;
+    for (w, rows) in writing.iter().zip(&lines) {
+        check_rows(
+            rows.iter()
+                .zip(&w.order.lines)
+                .all(|(row, line)| row.order_id == w.head.id && row.variant_id == line.variant.id),
+            "order_line",
+        )?;
+    }
+    let shipments = shipment::Entity::insert_many(writing.iter().flat_map(|w| {
+        w.plan
+            .groups
+            .iter()
+            .map(|group| shipment_row(w.head.id, &w.order.input, group, w.order.now))
+    }))
+    .exec_with_returning(txn)
+    .await?;
+    let shipments = split(shipments, &writing, |w| w.plan.groups.len(), "shipment")?;
+    for (w, rows) in writing.iter().zip(&shipments) {
+        check_rows(
+            rows.iter().zip(&w.plan.groups).all(|(row, group)| {
+                row.order_id == w.head.id && row.location_id == group.location_id
+            }),
+            "shipment",
+        )?;
+    }
+
+    // The reservations and their ledger entries, over the stock as it was read: each order's
+    // levels are as they were after its own reservations.
+    let mut levels: HashMap<(i64, i64), stock_level::Model> = start
+        .levels
+        .into_values()
+        .flatten()
+        .map(|level| ((level.variant_id, level.location_id), level))
+        .collect();
+    let mut reservations = Vec::new();
+    let mut movements = Vec::new();
+    // Per order, the level after each of its reservations.
+    let mut after: Vec<Vec<stock_level::Model>> = Vec::with_capacity(writing.len());
+    // Per level: units, reservations and the time of the last.
+    let mut totals: BTreeMap<i64, (i32, i64, DateTime<Utc>)> = BTreeMap::new();
+    for w in &writing {
+        let owner = Owner {
+            kind: OwnerKind::Order,
+            reference: w.head.number.clone(),
+        };
+        let mut own = Vec::new();
+        for group in &w.plan.groups {
+            for part in group.lines.iter().filter(|part| !part.backordered) {
+                let level = levels
+                    .get_mut(&(part.variant_id, group.location_id))
+                    .ok_or_else(|| inconsistent("a routed level was not read"))?;
+                let units = i32::try_from(part.quantity).expect("at most a line's i32 quantity");
+                if level.reserved.checked_add(units).is_none_or(|r| r > level.on_hand) {
+                    return Err(inconsistent("a routed reservation exceeds its level"));
+                }
+                let hold = Hold {
+                    units,
+                    ..order_hold(&w.order.policy, &w.order.input, &owner)
+                };
+                reservations.push(reservation_row(level, &hold, w.order.now));
+                movements.push(movement_row(
+                    level,
+                    Move {
+                        kind: "reserve",
+                        on_hand: 0,
+                        reserved: units,
+                        actor: hold.actor,
+                        reason: hold.reason,
+                        reference: hold.reference.clone(),
+                    },
+                    w.order.now,
+                ));
+                level.reserved += units;
+                level.version += 1;
+                level.updated_at = w.order.now;
+                own.push(level.clone());
+                let total = totals.entry(level.id).or_insert((0, 0, w.order.now));
+                *total = (total.0 + units, total.1 + 1, w.order.now);
+            }
+        }
+        after.push(own);
+    }
+    if !reservations.is_empty() {
+        let written = reservation::Entity::insert_many(reservations)
+            .exec_without_returning(txn)
+            .await?;
+        check_rows(written as usize == movements.len(), "reservation")?;
+        let updated = update_levels(txn, &totals).await?;
+        let expected: Vec<&stock_level::Model> = levels
+            .values()
+            .filter(|level| totals.contains_key(&level.id))
+            .collect();
+        check_rows(
+            updated.len() == expected.len()
+                && expected.iter().all(|level| {
+                    updated.get(&level.id)
+                        == Some(&(level.on_hand, level.reserved, level.version))
+                }),
+            "stock_level",
+        )?;
+    }
+    let movements = if movements.is_empty() {
+        Vec::new()
+    } else {
+        inventory_movement::Entity::insert_many(movements)
+            .exec_with_returning(txn)
+            .await?
+    };
+    let movements = split(movements, &writing, |w| reserved_parts(&w.plan), "movement")?;
+
+    // Shipment lines and the first events.
+    let shipment_lines = shipment_line::Entity::insert_many(writing.iter().zip(&shipments).zip(&lines).flat_map(
+        |((w, shipments), lines)| {
+            w.plan.groups.iter().zip(shipments).flat_map(move |(group, shipment)| {
+                group.lines.iter().map(move |part| {
+                    shipment_line_row(shipment.id, lines[part.line].id, part, w.order.now)
+                })
+            })
+        },
+    ))
+    .exec_with_returning(txn)
+    .await?;
+    let shipment_lines = split(
+        shipment_lines,
+        &writing,
+        |w| w.plan.groups.iter().map(|g| g.lines.len()).sum(),
+        "shipment_line",
+    )?;
+    let events = order_event::Entity::insert_many(
+        writing
+            .iter()
+            .map(|w| placed_event(w.head.id, &w.order.input, &w.plan, w.order.now)),
+    )
+    .exec_with_returning(txn)
+    .await?;
+    let events = split(events, &writing, |_| 1, "order_event")?;
+
+    for ((((w, lines), shipments), mut shipment_lines), (events, (own, movements))) in writing
+        .into_iter()
+        .zip(lines.drain(..))
+        .zip(shipments)
+        .zip(shipment_lines)
+        .zip(events.into_iter().zip(after.into_iter().zip(movements)))
+    {
+        let mut grouped = Vec::with_capacity(shipments.len());
+        for (group, shipment) in w.plan.groups.iter().zip(shipments) {
+            let rest = shipment_lines.split_off(group.lines.len());
+            grouped.push((shipment, std::mem::replace(&mut shipment_lines, rest)));
+        }
+        let mut change = StockChange::default();
+        for (level, movement) in own.into_iter().zip(movements) {
+            change.record(level, movement);
+        }
+        answers[w.index] = Some(Placed {
+            details: OrderDetails {
+                order: w.head,
+                lines,
+                shipments: grouped,
+                events,
+            },
+            change,
+            created: true,
+        });
+    }
+    Ok(answers)
+}
+
+/// Locks the variants' stock, in the order given (ascending ids), in one statement: the
+/// locks [`crate::inventory::service::lock_variant`] takes one by one.
+async fn lock_variants(txn: &DatabaseTransaction, variant_ids: &[i64]) -> Result<(), DbErr> {
+    if variant_ids.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<String> = (1..=variant_ids.len()).map(|i| format!("(${i})")).collect();
+    let sql = format!(
+        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM (VALUES {}) AS t(k)",
+        rows.join(", ")
+    );
+    let keys = variant_ids
+        .iter()
+        .map(|id| Value::from(format!("inventory.variant:{id}")));
+    txn.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, keys))
+        .await?;
+    Ok(())
+}
+
+async fn read_stock(txn: &DatabaseTransaction, variant_ids: &[i64]) -> Result<Stock, DbErr> {
+    let mut stock = Stock::default();
+    for level in stock_level::Entity::find()
+        .filter(stock_level::Column::VariantId.is_in(variant_ids.iter().copied()))
+        .order_by_asc(stock_level::Column::Id)
+        .all(txn)
+        .await?
+    {
+        stock.levels.entry(level.variant_id).or_default().push(level);
+    }
+    for hold in stock_hold::Entity::find()
+        .filter(stock_hold::Column::VariantId.is_in(variant_ids.iter().copied()))
+        .order_by_asc(stock_hold::Column::Id)
+        .all(txn)
+        .await?
+    {
+        stock.holds.entry(hold.variant_id).or_default().push(hold);
+    }
+    Ok(stock)
+}
+
+/// Takes the plan's reserved units from `stock`; `false` (nothing taken) when a part is at a
+/// level that was not read.
+fn take(stock: &mut Stock, plan: &Plan) -> bool {
+    let parts = || {
+        plan.groups.iter().flat_map(|group| {
+            group
+                .lines
+                .iter()
+                .filter(|part| !part.backordered)
+                .map(move |part| (part.variant_id, group.location_id, part.quantity))
+        })
+    };
+    let found = |stock: &Stock, variant: i64, location: i64| {
+        stock
+            .levels
+            .get(&variant)
+            .is_some_and(|levels| levels.iter().any(|l| l.location_id == location))
+    };
+    if !parts().all(|(variant, location, _)| found(stock, variant, location)) {
+        return false;
+    }
+    for (variant, location, units) in parts() {
+        if let Some(level) = stock
+            .levels
+            .get_mut(&variant)
+            .and_then(|levels| levels.iter_mut().find(|l| l.location_id == location))
+        {
+            level.reserved += i32::try_from(units).expect("at most a line's i32 quantity");
+        }
+    }
+    true
+}
+
+fn reserved_parts(plan: &Plan) -> usize {
+    plan.groups
+        .iter()
+        .flat_map(|group| &group.lines)
+        .filter(|part| !part.backordered)
+        .count()
+}
+
+/// Adds each level's reserved units and reservations in one UPDATE, under the same condition
+/// as a single reservation; the levels as updated: (on hand, reserved, version) by id.
+async fn update_levels(
+    txn: &DatabaseTransaction,
+    totals: &BTreeMap<i64, (i32, i64, DateTime<Utc>)>,
+) -> Result<HashMap<i64, (i32, i32, i64)>, DbErr> {
+    let mut rows = Vec::with_capacity(totals.len());
+    let mut values: Vec<Value> = Vec::with_capacity(totals.len() * 4);
+    for (i, (id, (units, holds, at))) in totals.iter().enumerate() {
+        let n = i * 4;
+        rows.push(format!(
+            "(${}::bigint, ${}::integer, ${}::bigint, ${}::timestamptz)",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4
+        ));
+        values.extend([(*id).into(), (*units).into(), (*holds).into(), (*at).into()]);
+    }
+    let sql = format!(
+        "UPDATE stock_level AS s \
+         SET reserved = s.reserved + v.units, version = s.version + v.holds, updated_at = v.at \
+         FROM (VALUES {}) AS v(id, units, holds, at) \
+         WHERE s.id = v.id AND s.reserved + v.units <= s.on_hand \
+           AND s.reserved + v.units >= 0 \
+         RETURNING s.id, s.on_hand, s.reserved, s.version",
+        rows.join(", ")
+    );
+    let mut updated = HashMap::with_capacity(totals.len());
+    for row in txn
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?
+    {
+        updated.insert(
+            row.try_get::<i64>("", "id")?,
+            (
+                row.try_get::<i32>("", "on_hand")?,
+                row.try_get::<i32>("", "reserved")?,
+                row.try_get::<i64>("", "version")?,
+            ),
+        );
+    }
+    Ok(updated)
+}
+
+/// `rows` (returned in the order they were inserted) cut into each order's part, of
+/// `count(order)` rows.
+fn split<T>(
+    rows: Vec<T>,
+    writing: &[Writing],
+    count: impl Fn(&Writing) -> usize,
+    table: &str,
+) -> Result<Vec<Vec<T>>, CoreError> {
+    let counts: Vec<usize> = writing.iter().map(count).collect();
+    check_rows(rows.len() == counts.iter().sum::<usize>(), table)?;
+    let mut rows = rows.into_iter();
+    Ok(counts
+        .into_iter()
+        .map(|n| rows.by_ref().take(n).collect())
+        .collect())
+}
+
+fn check_rows(ok: bool, table: &str) -> Result<(), CoreError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(inconsistent(&format!(
+            "the {table} rows written are not the ones expected"
+        )))
+    }
+}
+
+fn inconsistent(what: &str) -> CoreError {
+    CoreError::Database(DbErr::Custom(format!("order batch: {what}")))
+}
