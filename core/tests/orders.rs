@@ -20,8 +20,8 @@ use commerce_core::entities::{
     stock_level, stock_location, variant,
 };
 use commerce_core::inventory::{self, Adjustment, StockView};
-use commerce_core::orders::routing::ServiceLevel;
 use commerce_core::orders::batch::{self, PricedOrder};
+use commerce_core::orders::routing::ServiceLevel;
 use commerce_core::orders::service::{
     self, Fulfilment, NewOrder, OrderDetails, OrderError, OrderLineInput,
 };
@@ -1544,7 +1544,11 @@ async fn a_batch_places_its_orders_as_placing_each_alone_would() {
             count(&db, "SELECT COUNT(*) FROM inventory_movement").await,
             movements_before + 6
         );
-        assert_eq!(count(&db, BROKEN_LEVELS).await, 0, "ledger and levels agree");
+        assert_eq!(
+            count(&db, BROKEN_LEVELS).await,
+            0,
+            "ledger and levels agree"
+        );
         // Each placed order is what the database holds; each stock change shows its level as
         // it was after that order's own reservations, with one version per reservation.
         let mut last_seen: HashMap<i64, stock_level::Model> = HashMap::new();
@@ -1563,7 +1567,10 @@ async fn a_batch_places_its_orders_as_placing_each_alone_would() {
                     .await
                     .unwrap();
                 assert_eq!(Some(movement), row.as_ref());
-                assert_eq!(movement.reference.as_deref(), Some(format!("order:{}", placed.details.order.number).as_str()));
+                assert_eq!(
+                    movement.reference.as_deref(),
+                    Some(format!("order:{}", placed.details.order.number).as_str())
+                );
             }
             for level in &placed.change.levels {
                 if let Some(before) = last_seen.get(&level.id) {
@@ -1578,7 +1585,11 @@ async fn a_batch_places_its_orders_as_placing_each_alone_would() {
                 .one(&db)
                 .await
                 .unwrap();
-            assert_eq!(Some(level), row.as_ref(), "the last change is the level as stored");
+            assert_eq!(
+                Some(level),
+                row.as_ref(),
+                "the last change is the level as stored"
+            );
         }
         // What the batch left alone, placed alone, answers as a single placement does.
         let short = service::place(&db, &inputs[1], t0()).await.unwrap_err();
@@ -1640,7 +1651,10 @@ async fn concurrent_batches_and_single_placements_never_oversell() {
     while let Some(done) = tasks.join_next().await {
         placed += done.unwrap();
     }
-    assert_eq!(placed, 10, "exactly the sellable units are sold, of 40 one-unit orders");
+    assert_eq!(
+        placed, 10,
+        "exactly the sellable units are sold, of 40 one-unit orders"
+    );
     assert_eq!(
         count(&db, "SELECT COUNT(*) FROM orders").await,
         orders_before + 10
@@ -1654,7 +1668,11 @@ async fn concurrent_batches_and_single_placements_never_oversell() {
     )
     .await;
     assert_eq!(sold, 10);
-    assert_eq!(count(&db, BROKEN_LEVELS).await, 0, "ledger and levels agree");
+    assert_eq!(
+        count(&db, BROKEN_LEVELS).await,
+        0,
+        "ledger and levels agree"
+    );
     template.discard(db, &copy).await;
     template.remove().await;
 }

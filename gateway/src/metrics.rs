@@ -39,6 +39,10 @@ pub const SQL_STATEMENTS_PER_REQUEST: &str = "gateway_sql_statements_per_request
 /// Every SQL statement run: requests' and the background writers' (`placeOrder` and
 /// idempotency batches, which no single request owns).
 pub const SQL_STATEMENTS_TOTAL: &str = "gateway_sql_statements_total";
+/// Orders in each batch `placeOrder` wrote on PostgreSQL.
+pub const ORDER_BATCH_SIZE: &str = "gateway_order_batch_size";
+/// Orders a batch left to be placed alone (short of stock, a repeat, a failed batch).
+pub const ORDERS_PLACED_ALONE_TOTAL: &str = "gateway_orders_placed_alone_total";
 /// Requests refused with `RATE_LIMITED`: `channel`, `kind` (`rate` or `cost`).
 pub const RATE_LIMITED_TOTAL: &str = "gateway_rate_limited_total";
 /// The requested cost of every admitted operation (what its cost budget is charged): `channel`.
@@ -102,6 +106,7 @@ const DURATION_BUCKETS: [f64; 14] = [
 const STATEMENT_BUCKETS: [f64; 12] = [
     0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 50.0, 100.0, 200.0,
 ];
+const BATCH_BUCKETS: [f64; 7] = [1.0, 2.0, 4.0, 8.0, 16.0, 24.0, 32.0];
 /// How often histogram samples are folded into their buckets between scrapes.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// The path whose requests are counted (other routes count only their error codes).
@@ -125,6 +130,12 @@ pub fn install() -> &'static PrometheusHandle {
                 builder.set_buckets_for_metric(
                     Matcher::Full(SQL_STATEMENTS_PER_REQUEST.to_owned()),
                     &STATEMENT_BUCKETS,
+                )
+            })
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full(ORDER_BATCH_SIZE.to_owned()),
+                    &BATCH_BUCKETS,
                 )
             })
             .expect("the bucket lists are not empty");
@@ -165,6 +176,15 @@ fn describe() {
         SQL_STATEMENTS_PER_REQUEST,
         metrics::Unit::Count,
         "SQL statements run by one GraphQL request, DataLoader batches included"
+    );
+    metrics::describe_histogram!(
+        ORDER_BATCH_SIZE,
+        metrics::Unit::Count,
+        "Orders in each batch placeOrder wrote (PostgreSQL)"
+    );
+    metrics::describe_counter!(
+        ORDERS_PLACED_ALONE_TOTAL,
+        "Orders a batch left to be placed alone (short of stock, a repeat, a failed batch)"
     );
     metrics::describe_counter!(
         SQL_STATEMENTS_TOTAL,

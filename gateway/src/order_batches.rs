@@ -12,6 +12,8 @@ use std::sync::Arc;
 use commerce_core::orders::batch::{MAX_ORDERS, PricedOrder, place_batch};
 use commerce_core::orders::service::Placed;
 use sea_orm::DatabaseConnection;
+
+use crate::metrics::{ORDER_BATCH_SIZE, ORDERS_PLACED_ALONE_TOTAL};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// Batches written at once.
@@ -63,8 +65,11 @@ async fn write_batches(db: DatabaseConnection, waiting: Arc<Mutex<mpsc::Receiver
             batch
         };
         let (orders, replies): (Vec<PricedOrder>, Vec<_>) = batch.into_iter().unzip();
+        metrics::histogram!(ORDER_BATCH_SIZE).record(orders.len() as f64);
         match place_batch(&db, &orders).await {
             Ok(answers) => {
+                let alone = answers.iter().filter(|answer| answer.is_none()).count();
+                metrics::counter!(ORDERS_PLACED_ALONE_TOTAL).increment(alone as u64);
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     let _ = reply.send(answer);
                 }
@@ -75,6 +80,7 @@ async fn write_batches(db: DatabaseConnection, waiting: Arc<Mutex<mpsc::Receiver
                     orders = orders.len(),
                     "placing orders in a batch failed; each is placed alone"
                 );
+                metrics::counter!(ORDERS_PLACED_ALONE_TOTAL).increment(replies.len() as u64);
                 for reply in replies {
                     let _ = reply.send(None);
                 }

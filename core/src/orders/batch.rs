@@ -238,7 +238,11 @@ async fn place_in(
                     .get_mut(&(part.variant_id, group.location_id))
                     .ok_or_else(|| inconsistent("a routed level was not read"))?;
                 let units = i32::try_from(part.quantity).expect("at most a line's i32 quantity");
-                if level.reserved.checked_add(units).is_none_or(|r| r > level.on_hand) {
+                if level
+                    .reserved
+                    .checked_add(units)
+                    .is_none_or(|r| r > level.on_hand)
+                {
                     return Err(inconsistent("a routed reservation exceeds its level"));
                 }
                 let hold = Hold {
@@ -281,8 +285,7 @@ async fn place_in(
         check_rows(
             updated.len() == expected.len()
                 && expected.iter().all(|level| {
-                    updated.get(&level.id)
-                        == Some(&(level.on_hand, level.reserved, level.version))
+                    updated.get(&level.id) == Some(&(level.on_hand, level.reserved, level.version))
                 }),
             "stock_level",
         )?;
@@ -297,17 +300,22 @@ async fn place_in(
     let movements = split(movements, &writing, |w| reserved_parts(&w.plan), "movement")?;
 
     // Shipment lines and the first events.
-    let shipment_lines = shipment_line::Entity::insert_many(writing.iter().zip(&shipments).zip(&lines).flat_map(
-        |((w, shipments), lines)| {
-            w.plan.groups.iter().zip(shipments).flat_map(move |(group, shipment)| {
-                group.lines.iter().map(move |part| {
-                    shipment_line_row(shipment.id, lines[part.line].id, part, w.order.now)
-                })
-            })
-        },
-    ))
-    .exec_with_returning(txn)
-    .await?;
+    let shipment_lines =
+        shipment_line::Entity::insert_many(writing.iter().zip(&shipments).zip(&lines).flat_map(
+            |((w, shipments), lines)| {
+                w.plan
+                    .groups
+                    .iter()
+                    .zip(shipments)
+                    .flat_map(move |(group, shipment)| {
+                        group.lines.iter().map(move |part| {
+                            shipment_line_row(shipment.id, lines[part.line].id, part, w.order.now)
+                        })
+                    })
+            },
+        ))
+        .exec_with_returning(txn)
+        .await?;
     let shipment_lines = split(
         shipment_lines,
         &writing,
@@ -367,8 +375,12 @@ async fn lock_variants(txn: &DatabaseTransaction, variant_ids: &[i64]) -> Result
     let keys = variant_ids
         .iter()
         .map(|id| Value::from(format!("inventory.variant:{id}")));
-    txn.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, keys))
-        .await?;
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        keys,
+    ))
+    .await?;
     Ok(())
 }
 
@@ -380,7 +392,11 @@ async fn read_stock(txn: &DatabaseTransaction, variant_ids: &[i64]) -> Result<St
         .all(txn)
         .await?
     {
-        stock.levels.entry(level.variant_id).or_default().push(level);
+        stock
+            .levels
+            .entry(level.variant_id)
+            .or_default()
+            .push(level);
     }
     for hold in stock_hold::Entity::find()
         .filter(stock_hold::Column::VariantId.is_in(variant_ids.iter().copied()))

@@ -2,6 +2,6 @@
 //! ([`routing`], pure), and the order service that prices, reserves and records orders and
 //! moves them through their lifecycle.
 
-pub mod routing;
 pub mod batch;
+pub mod routing;
 pub mod service;

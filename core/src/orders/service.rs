@@ -30,8 +30,8 @@ use super::routing::{
 use crate::CoreError;
 use crate::channels::ChannelPolicy;
 use crate::entities::{
-    order, order_event, order_line, product, reservation, shipment, shipment_line, stock_level,
-    stock_hold, stock_location, variant,
+    order, order_event, order_line, product, reservation, shipment, shipment_line, stock_hold,
+    stock_level, stock_location, variant,
 };
 use crate::error::StockShortage;
 use crate::inventory::service::{
@@ -799,7 +799,9 @@ async fn write_routing(
     };
     let mut shipments = Vec::with_capacity(plan.groups.len());
     for group in &plan.groups {
-        let row = shipment_row(order.id, input, group, now).insert(txn).await?;
+        let row = shipment_row(order.id, input, group, now)
+            .insert(txn)
+            .await?;
         let mut rows = Vec::with_capacity(group.lines.len());
         for part in &group.lines {
             let units = i32::try_from(part.quantity).expect("at most a line's i32 quantity");

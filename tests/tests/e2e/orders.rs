@@ -486,6 +486,36 @@ async fn concurrent_orders_never_oversell() {
     .unwrap();
     let off: i64 = rows[0].try_get_by_index(0).unwrap();
     assert_eq!(off, 0, "every level equals its ledger");
+    // On PostgreSQL the orders that arrived together were placed in batches; SQLite places
+    // each alone.
+    let metrics = app
+        .client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = |name: &str| {
+        metrics
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    let (batches, batched) = (
+        series("gateway_order_batch_size_count"),
+        series("gateway_order_batch_size_sum"),
+    );
+    if app.database_url.starts_with("postgres") {
+        let (batches, batched) = (batches.unwrap(), batched.unwrap());
+        assert!(
+            batched > batches,
+            "some batch held more than one order: {batched} orders in {batches} batches"
+        );
+    } else {
+        assert_eq!(batches, None, "no batches on SQLite");
+    }
 }
 
 #[tokio::test]
