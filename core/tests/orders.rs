@@ -1517,6 +1517,7 @@ async fn a_batch_places_its_orders_as_placing_each_alone_would() {
             batch.push(priced(&db, input).await);
         }
         let orders_before = count(&db, "SELECT COUNT(*) FROM orders").await;
+        let lines_before = count(&db, "SELECT COUNT(*) FROM order_line").await;
         let movements_before = count(&db, "SELECT COUNT(*) FROM inventory_movement").await;
         let placed = match batch::place_batch(&db, &batch).await {
             Ok(placed) => placed,
@@ -1537,6 +1538,11 @@ async fn a_batch_places_its_orders_as_placing_each_alone_would() {
             count(&db, "SELECT COUNT(*) FROM orders").await,
             orders_before + 3,
             "only the placed orders are written"
+        );
+        assert_eq!(
+            count(&db, "SELECT COUNT(*) FROM order_line").await,
+            lines_before + 5,
+            "only the placed orders' lines are written"
         );
         // 3 + 1 + 2 reservations (the first order's TS-0001-M at both warehouses), one ledger
         // entry each.

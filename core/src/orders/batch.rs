@@ -2,19 +2,21 @@
 //! [`super::service::place_with`], in fewer statements).
 //!
 //! Under load the gateway gathers the `placeOrder` requests that arrive together and places
-//! them here. One transaction locks every ordered variant (ascending ids, in one statement, as
-//! a single placement takes them one by one), reads their levels and holds once, routes the
-//! orders one after another over that stock (each order sees what the ones before it
-//! reserved), and writes each table's rows in one multi-row statement: about a dozen
-//! statements for the whole batch instead of about a dozen per order. Each order is written
-//! exactly as placing it alone would write it, and each gets its own [`Placed`] (its stock
-//! change carries the level as it was after its own reservation).
+//! them here, in one transaction and in the order a single placement follows: the orders and
+//! their lines first (a repeat, whose number, `externalRef` or idempotency key is taken, is
+//! skipped there, before any lock is held), then every ordered variant locked (ascending ids,
+//! in one statement, as a single placement takes them one by one), their levels and holds
+//! read once, the orders routed one after another over that stock (each sees what the ones
+//! before it reserved), and each table's rows written in one multi-row statement: about a
+//! dozen statements for the whole batch instead of about a dozen per order. Each order is
+//! written exactly as placing it alone would write it, and each gets its own [`Placed`] (its
+//! stock change carries the levels as they were after its own reservations). An order the
+//! stock cannot cover loses its rows again before the commit.
 //!
-//! An order the batch does not place is answered `None`, and the caller places it alone, which
-//! answers it as a single placement does: an order the stock cannot cover (the shortage named
-//! then, against the stock as it is then), one whose routing fails, or one whose number,
-//! `externalRef` or idempotency key is already taken (a repeat: it is answered its order).
-//! A batch that fails places none of its orders.
+//! An order the batch does not place is answered `None`, and the caller places it alone,
+//! which answers it as a single placement does: an order the stock cannot cover (the shortage
+//! named then, against the stock as it is then), one whose routing fails, or a repeat (it is
+//! answered its order). A batch that fails places none of its orders.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -104,54 +106,34 @@ pub async fn place_batch(
     in_write(db, async |txn| place_in(txn, orders).await).await
 }
 
-/// One order the batch writes: its plan, its row as inserted and its lines' rows to insert.
+/// One order the batch writes: its plan, and its row and its lines' rows as inserted.
 struct Writing<'a> {
     index: usize,
     order: &'a PricedOrder,
     plan: Plan,
     head: order::Model,
-    lines: Vec<order_line::ActiveModel>,
+    lines: Vec<order_line::Model>,
 }
 
 async fn place_in(
     txn: &DatabaseTransaction,
     orders: &[PricedOrder],
 ) -> Result<Vec<Option<Placed>>, CoreError> {
-    let mut variant_ids: Vec<i64> = orders
-        .iter()
-        .flat_map(|o| o.lines.iter().map(|l| l.variant.id))
-        .collect();
-    variant_ids.sort_unstable();
-    variant_ids.dedup();
-    lock_variants(txn, &variant_ids).await?;
-    let start = read_stock(txn, &variant_ids).await?;
-
-    // Route one after another, each over the stock the ones before it left.
-    let mut stock = Stock {
-        levels: start.levels.clone(),
-        holds: start.holds.clone(),
-    };
-    let mut plans = Vec::with_capacity(orders.len());
-    for order in orders {
-        let plan = route_over(&order.policy, &order.input, &order.lines, order.now, &stock)
-            .ok()
-            .and_then(|(plan, _)| take(&mut stock, &plan).then_some(plan));
-        plans.push(plan);
-    }
-
-    // The orders' rows; one whose unique number, reference or key is taken is skipped.
-    let mut heads = Vec::new();
-    for (index, (order, plan)) in orders.iter().zip(plans).enumerate() {
-        if let Some(plan) = plan {
-            let (head, lines) = head_rows(&order.policy, &order.input, &order.lines, order.now)?;
-            heads.push((index, order, plan, head, lines));
-        }
-    }
     let mut answers: Vec<Option<Placed>> = orders.iter().map(|_| None).collect();
-    if heads.is_empty() {
-        return Ok(answers);
+    // The orders and their lines first, as a single placement writes them: they do not depend
+    // on the stock, and an order whose unique number, reference or key is taken (a repeat) is
+    // skipped here, waiting on another transaction's unique key before this one holds any
+    // variant's lock.
+    let mut rows = Vec::with_capacity(orders.len());
+    for order in orders {
+        rows.push(head_rows(
+            &order.policy,
+            &order.input,
+            &order.lines,
+            order.now,
+        )?);
     }
-    let inserted = order::Entity::insert_many(heads.iter().map(|h| h.3.clone()))
+    let inserted = order::Entity::insert_many(rows.iter().map(|(head, _)| head.clone()))
         .on_conflict(OnConflict::new().do_nothing().to_owned())
         .exec_with_returning(txn)
         .await?;
@@ -159,41 +141,85 @@ async fn place_in(
         .into_iter()
         .map(|o| (o.number.clone(), o))
         .collect();
-    let writing: Vec<Writing> = heads
+    let heads: Vec<(usize, order::Model, Vec<order_line::ActiveModel>)> = rows
         .into_iter()
-        .filter_map(|(index, order, plan, head, lines)| {
-            let number = head.number.as_ref();
-            Some(Writing {
+        .enumerate()
+        .filter_map(|(index, (head, lines))| {
+            Some((
                 index,
-                order,
-                plan,
-                head: by_number.remove(number.as_str())?,
+                by_number.remove(head.number.as_ref().as_str())?,
                 lines,
-            })
+            ))
         })
         .collect();
-    if writing.is_empty() {
+    if heads.is_empty() {
         return Ok(answers);
     }
-
-    // Lines, then shipments.
-    let lines = order_line::Entity::insert_many(writing.iter().flat_map(|w| {
-        w.lines.iter().cloned().map(|mut line| {
-            line.order_id = sea_orm::Set(w.head.id);
+    let lines = order_line::Entity::insert_many(heads.iter().flat_map(|(_, head, lines)| {
+        lines.iter().cloned().map(|mut line| {
+            line.order_id = sea_orm::Set(head.id);
             line
         })
     }))
     .exec_with_returning(txn)
     .await?;
-    let mut lines = split(lines, &writing, |w| w.lines.len(), "order_line")?;
-    for (w, rows) in writing.iter().zip(&lines) {
+    let counts: Vec<usize> = heads.iter().map(|(_, _, lines)| lines.len()).collect();
+    let lines = split(lines, &counts, "order_line")?;
+    for ((index, head, _), rows) in heads.iter().zip(&lines) {
         check_rows(
             rows.iter()
-                .zip(&w.order.lines)
-                .all(|(row, line)| row.order_id == w.head.id && row.variant_id == line.variant.id),
+                .zip(&orders[*index].lines)
+                .all(|(row, line)| row.order_id == head.id && row.variant_id == line.variant.id),
             "order_line",
         )?;
     }
+
+    // Then the stock, locked, read once, and routed one order after another (each over what
+    // the ones before it left). An order it cannot cover loses its rows again.
+    let mut variant_ids: Vec<i64> = heads
+        .iter()
+        .flat_map(|(index, _, _)| orders[*index].lines.iter().map(|l| l.variant.id))
+        .collect();
+    variant_ids.sort_unstable();
+    variant_ids.dedup();
+    lock_variants(txn, &variant_ids).await?;
+    let start = read_stock(txn, &variant_ids).await?;
+    let mut stock = Stock {
+        levels: start.levels.clone(),
+        holds: start.holds.clone(),
+    };
+    let mut writing = Vec::with_capacity(heads.len());
+    let mut dropped = Vec::new();
+    for ((index, head, _), lines) in heads.into_iter().zip(lines) {
+        let order = &orders[index];
+        let plan = route_over(&order.policy, &order.input, &order.lines, order.now, &stock)
+            .ok()
+            .and_then(|(plan, _)| take(&mut stock, &plan).then_some(plan));
+        match plan {
+            Some(plan) => writing.push(Writing {
+                index,
+                order,
+                plan,
+                head,
+                lines,
+            }),
+            None => dropped.push(head.id),
+        }
+    }
+    if !dropped.is_empty() {
+        order_line::Entity::delete_many()
+            .filter(order_line::Column::OrderId.is_in(dropped.iter().copied()))
+            .exec(txn)
+            .await?;
+        order::Entity::delete_many()
+            .filter(order::Column::Id.is_in(dropped))
+            .exec(txn)
+            .await?;
+    }
+    if writing.is_empty() {
+        return Ok(answers);
+    }
+
     let shipments = shipment::Entity::insert_many(writing.iter().flat_map(|w| {
         w.plan
             .groups
@@ -202,7 +228,11 @@ async fn place_in(
     }))
     .exec_with_returning(txn)
     .await?;
-    let shipments = split(shipments, &writing, |w| w.plan.groups.len(), "shipment")?;
+    let shipments = split(
+        shipments,
+        &per(&writing, |w| w.plan.groups.len()),
+        "shipment",
+    )?;
     for (w, rows) in writing.iter().zip(&shipments) {
         check_rows(
             rows.iter().zip(&w.plan.groups).all(|(row, group)| {
@@ -297,29 +327,33 @@ async fn place_in(
             .exec_with_returning(txn)
             .await?
     };
-    let movements = split(movements, &writing, |w| reserved_parts(&w.plan), "movement")?;
+    let movements = split(
+        movements,
+        &per(&writing, |w| reserved_parts(&w.plan)),
+        "movement",
+    )?;
 
     // Shipment lines and the first events.
-    let shipment_lines =
-        shipment_line::Entity::insert_many(writing.iter().zip(&shipments).zip(&lines).flat_map(
-            |((w, shipments), lines)| {
-                w.plan
-                    .groups
-                    .iter()
-                    .zip(shipments)
-                    .flat_map(move |(group, shipment)| {
-                        group.lines.iter().map(move |part| {
-                            shipment_line_row(shipment.id, lines[part.line].id, part, w.order.now)
-                        })
+    let shipment_lines = shipment_line::Entity::insert_many(
+        writing.iter().zip(&shipments).flat_map(|(w, shipments)| {
+            w.plan
+                .groups
+                .iter()
+                .zip(shipments)
+                .flat_map(move |(group, shipment)| {
+                    group.lines.iter().map(move |part| {
+                        shipment_line_row(shipment.id, w.lines[part.line].id, part, w.order.now)
                     })
-            },
-        ))
-        .exec_with_returning(txn)
-        .await?;
+                })
+        }),
+    )
+    .exec_with_returning(txn)
+    .await?;
     let shipment_lines = split(
         shipment_lines,
-        &writing,
-        |w| w.plan.groups.iter().map(|g| g.lines.len()).sum(),
+        &per(&writing, |w| {
+            w.plan.groups.iter().map(|g| g.lines.len()).sum()
+        }),
         "shipment_line",
     )?;
     let events = order_event::Entity::insert_many(
@@ -329,11 +363,10 @@ async fn place_in(
     )
     .exec_with_returning(txn)
     .await?;
-    let events = split(events, &writing, |_| 1, "order_event")?;
+    let events = split(events, &per(&writing, |_| 1), "order_event")?;
 
-    for ((((w, lines), shipments), mut shipment_lines), (events, (own, movements))) in writing
+    for (((w, shipments), mut shipment_lines), (events, (own, movements))) in writing
         .into_iter()
-        .zip(lines.drain(..))
         .zip(shipments)
         .zip(shipment_lines)
         .zip(events.into_iter().zip(after.into_iter().zip(movements)))
@@ -350,7 +383,7 @@ async fn place_in(
         answers[w.index] = Some(Placed {
             details: OrderDetails {
                 order: w.head,
-                lines,
+                lines: w.lines,
                 shipments: grouped,
                 events,
             },
@@ -499,20 +532,19 @@ async fn update_levels(
     Ok(updated)
 }
 
+/// How many rows of a table each order writes.
+fn per(writing: &[Writing], count: impl Fn(&Writing) -> usize) -> Vec<usize> {
+    writing.iter().map(count).collect()
+}
+
 /// `rows` (returned in the order they were inserted) cut into each order's part, of
-/// `count(order)` rows.
-fn split<T>(
-    rows: Vec<T>,
-    writing: &[Writing],
-    count: impl Fn(&Writing) -> usize,
-    table: &str,
-) -> Result<Vec<Vec<T>>, CoreError> {
-    let counts: Vec<usize> = writing.iter().map(count).collect();
+/// `counts[i]` rows for the i-th.
+fn split<T>(rows: Vec<T>, counts: &[usize], table: &str) -> Result<Vec<Vec<T>>, CoreError> {
     check_rows(rows.len() == counts.iter().sum::<usize>(), table)?;
     let mut rows = rows.into_iter();
     Ok(counts
-        .into_iter()
-        .map(|n| rows.by_ref().take(n).collect())
+        .iter()
+        .map(|&n| rows.by_ref().take(n).collect())
         .collect())
 }
 
