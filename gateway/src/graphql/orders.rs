@@ -16,7 +16,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use commerce_core::CoreError;
 use commerce_core::entities::{customer, order, stock_location};
 use commerce_core::inventory::GeoPoint;
-use commerce_core::orders::batch::PricedOrder;
+use commerce_core::orders::batch::{self, PricedOrder};
 use commerce_core::orders::routing::ServiceLevel as CoreServiceLevel;
 use commerce_core::orders::service::{
     self as orders, Fulfilment, NewOrder, OrderDetails, OrderError, OrderLineInput,
@@ -836,13 +836,13 @@ impl OrderMutation {
         let batched = match &rc.order_batches {
             // Priced here, placed with the orders that wait with it; anything the batch does
             // not place (a pricing error too) is placed alone below, which answers it.
-            Some(batches) => {
+            Some(batches) if order.lines.len() <= batch::MAX_LINES => {
                 match PricedOrder::new(&reads, rc.channel.clone(), order.clone(), now).await {
                     Ok(priced) => batches.place(priced).await,
                     Err(_) => None,
                 }
             }
-            None => None,
+            _ => None,
         };
         let placed = match batched {
             Some(placed) => placed,
