@@ -1682,3 +1682,55 @@ async fn concurrent_batches_and_single_placements_never_oversell() {
     template.discard(db, &copy).await;
     template.remove().await;
 }
+
+#[tokio::test]
+async fn a_batch_gives_up_on_a_variant_locked_for_long_and_places_nothing() {
+    let Some(base) = std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+    else {
+        eprintln!("skipped: TEST_DATABASE_URL is unset (batches are placed on PostgreSQL only)");
+        return;
+    };
+    let (template, fx) = Template::postgres(&base).await;
+    let (db, copy) = template.copy().await;
+    let [east, _] = fx.stocked;
+    set_on_hand(&db, fx.variants[0], east, 9).await;
+    set_on_hand(&db, fx.variants[1], east, 9).await;
+    let batch = vec![
+        priced(&db, fx.web_order(&[(0, 1)])).await,
+        priced(&db, fx.web_order(&[(1, 1)])).await,
+    ];
+    let orders_before = count(&db, "SELECT COUNT(*) FROM orders").await;
+    // Another transaction holds TS-0001-M's stock (as a placement does while it writes).
+    let holder = sea_orm::TransactionTrait::begin(&db).await.unwrap();
+    holder
+        .execute_unprepared(&format!(
+            "SELECT pg_advisory_xact_lock(hashtextextended('inventory.variant:{}', 0))",
+            fx.variants[1]
+        ))
+        .await
+        .unwrap();
+    // Without its lock wait the batch would wait for the holder, which waits for it: the
+    // guard only turns that hang into a failure.
+    let outcome = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        batch::place_batch(&db, &batch),
+    )
+    .await
+    .expect("the batch gives up instead of waiting for the lock");
+    let err = outcome.expect_err("the batch cannot take the lock");
+    assert!(err.to_string().contains("lock timeout"), "{err}");
+    holder.rollback().await.unwrap();
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM orders").await,
+        orders_before,
+        "nothing written, not even the other SKU's order"
+    );
+    assert_eq!(count(&db, BROKEN_LEVELS).await, 0);
+    // With the lock free the same orders are placed.
+    let placed = batch::place_batch(&db, &batch).await.unwrap();
+    assert!(placed.iter().all(Option::is_some));
+    template.discard(db, &copy).await;
+    template.remove().await;
+}

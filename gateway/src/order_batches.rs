@@ -4,8 +4,10 @@
 //! together in one transaction (at most [`MAX_ORDERS`]). Under load an order costs the
 //! database a share of a batch's dozen statements instead of its own dozen; alone, an order
 //! waits for nothing and is a batch of one. Two writers run, so one batch is gathered while
-//! the other is written. An order a batch does not place (short of stock, a repeat, a failed
-//! batch) is placed alone by its request, which answers it as ever.
+//! the other is written. A writer announces its batch's orders (stock and status) in the
+//! order it placed them, before answering their requests. An order a batch does not place
+//! (short of stock, a repeat, a failed batch) is placed alone by its request, which answers
+//! and announces it as ever.
 
 use std::sync::Arc;
 
@@ -13,6 +15,8 @@ use commerce_core::orders::batch::{MAX_ORDERS, PricedOrder, place_batch};
 use commerce_core::orders::service::Placed;
 use sea_orm::DatabaseConnection;
 
+use crate::bus::EventBus;
+use crate::graphql::orders::announce_on;
 use crate::metrics::{ORDER_BATCH_SIZE, ORDERS_PLACED_ALONE_TOTAL};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -26,18 +30,19 @@ pub struct OrderBatches {
 }
 
 impl OrderBatches {
-    /// The writers (tasks of the current runtime; they end with the last handle).
-    pub fn new(db: DatabaseConnection) -> Self {
+    /// The writers (tasks of the current runtime; they end with the last handle). They
+    /// announce what they placed on `bus`.
+    pub fn new(db: DatabaseConnection, bus: EventBus) -> Self {
         let (queue, waiting) = mpsc::channel::<Waiting>(4 * MAX_ORDERS);
         let waiting = Arc::new(Mutex::new(waiting));
         for _ in 0..WRITERS {
-            tokio::spawn(write_batches(db.clone(), waiting.clone()));
+            tokio::spawn(write_batches(db.clone(), bus.clone(), waiting.clone()));
         }
         Self { queue }
     }
 
-    /// Places `order` in the next batch: what placing did, or `None` when the caller must
-    /// place it alone.
+    /// Places `order` in the next batch: what placing did (announced already), or `None`
+    /// when the caller must place it alone.
     pub async fn place(&self, order: PricedOrder) -> Option<Placed> {
         if !order.batchable() {
             return None;
@@ -48,7 +53,11 @@ impl OrderBatches {
     }
 }
 
-async fn write_batches(db: DatabaseConnection, waiting: Arc<Mutex<mpsc::Receiver<Waiting>>>) {
+async fn write_batches(
+    db: DatabaseConnection,
+    bus: EventBus,
+    waiting: Arc<Mutex<mpsc::Receiver<Waiting>>>,
+) {
     loop {
         let batch = {
             let mut waiting = waiting.lock().await;
@@ -70,6 +79,11 @@ async fn write_batches(db: DatabaseConnection, waiting: Arc<Mutex<mpsc::Receiver
             Ok(answers) => {
                 let alone = answers.iter().filter(|answer| answer.is_none()).count();
                 metrics::counter!(ORDERS_PLACED_ALONE_TOTAL).increment(alone as u64);
+                // In the batch's order: each order's levels carry the versions its own
+                // reservations gave them, and a subscriber takes a level's versions in order.
+                for placed in answers.iter().flatten() {
+                    announce_on(&bus, &placed.details, &placed.change);
+                }
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     let _ = reply.send(answer);
                 }

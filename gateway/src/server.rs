@@ -543,8 +543,12 @@ pub async fn start(config: Config, demo: bool) -> Result<RunningGateway, StartEr
                 idempotency_settings.lifetime,
             ))
         });
-    let order_batches = (db.get_database_backend() == sea_orm::DbBackend::Postgres)
-        .then(|| Arc::new(crate::order_batches::OrderBatches::new(db.clone())));
+    let order_batches = (db.get_database_backend() == sea_orm::DbBackend::Postgres).then(|| {
+        Arc::new(crate::order_batches::OrderBatches::new(
+            db.clone(),
+            bus.clone(),
+        ))
+    });
     let state = AppState(Arc::new(Shared {
         schema: build_schema(&config.graphql),
         db,

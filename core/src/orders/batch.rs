@@ -46,6 +46,9 @@ use crate::pricing::load::PriceInputs;
 
 /// Most orders in one batch.
 pub const MAX_ORDERS: usize = 32;
+/// The longest a batch waits for a lock (a variant's, or another transaction's unique key)
+/// before it gives up and its orders are placed alone.
+pub const BATCH_LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 /// Most lines of an order placed in a batch (larger orders are placed alone; this keeps a
 /// batch's statements well inside PostgreSQL's bind parameter limit).
 pub const MAX_LINES: usize = 10;
@@ -133,7 +136,27 @@ async fn place_in(
             order.now,
         )?);
     }
-    let inserted = order::Entity::insert_many(rows.iter().map(|(head, _)| head.clone()))
+    // No wait of this batch outlasts BATCH_LOCK_WAIT: a variant locked for long (or a unique
+    // key held by a transaction that waits on this one) fails the batch, and its orders are
+    // placed alone, so it never holds up the orders of other SKUs for longer.
+    txn.execute_unprepared(&format!(
+        "SET LOCAL lock_timeout = {}",
+        BATCH_LOCK_WAIT.as_millis()
+    ))
+    .await?;
+    // Inserted in the order of their unique keys, so two batches never wait on each other's.
+    let mut heads_in_key_order: Vec<&order::ActiveModel> =
+        rows.iter().map(|(head, _)| head).collect();
+    heads_in_key_order.sort_by(|a, b| {
+        let key = |head: &order::ActiveModel| {
+            (
+                head.external_ref.as_ref().clone(),
+                head.idempotency_key.as_ref().clone(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    let inserted = order::Entity::insert_many(heads_in_key_order.into_iter().cloned())
         .on_conflict(OnConflict::new().do_nothing().to_owned())
         .exec_with_returning(txn)
         .await?;

@@ -793,10 +793,19 @@ fn announce(
     details: &OrderDetails,
     change: &commerce_core::inventory::StockChange,
 ) {
+    announce_on(&rc.bus, details, change);
+}
+
+/// [`announce`] on `bus` (the order batch writers announce their orders themselves).
+pub(crate) fn announce_on(
+    bus: &crate::bus::EventBus,
+    details: &OrderDetails,
+    change: &commerce_core::inventory::StockChange,
+) {
     if let Some(event) = Event::stock_changed(change) {
-        rc.bus.publish(event);
+        bus.publish(event);
     }
-    rc.bus.publish(Event::OrderStatusChanged {
+    bus.publish(Event::OrderStatusChanged {
         order_id: details.order.id,
         status: details.order.status.clone(),
     });
@@ -845,14 +854,19 @@ impl OrderMutation {
             _ => None,
         };
         let placed = match batched {
+            // Announced by its batch's writer, in the order the batch placed its orders (so
+            // a level's versions reach `stockChanged` in order).
             Some(placed) => placed,
-            None => orders::place_with(&rc.db, &reads, &rc.channel, &order, now)
-                .await
-                .map_err(|err| input_error(err, &skus))?,
+            None => {
+                let placed = orders::place_with(&rc.db, &reads, &rc.channel, &order, now)
+                    .await
+                    .map_err(|err| input_error(err, &skus))?;
+                if placed.created {
+                    announce(rc, &placed.details, &placed.change);
+                }
+                placed
+            }
         };
-        if placed.created {
-            announce(rc, &placed.details, &placed.change);
-        }
         order_of(rc, placed.details).await
     }
 

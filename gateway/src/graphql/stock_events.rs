@@ -8,13 +8,18 @@
 //! 2. then every change as it commits (`CHANGED`), on this instance or, in cluster mode, on any.
 //!
 //! Each level's events go out in version order and at most once: a live event whose version is
-//! not above the last one sent for its level is dropped (it was replayed already, or it was
-//! overtaken by a newer one). A subscriber that falls more than [`crate::bus::CAPACITY`] events
+//! not above the last one sent for its level is dropped (it was replayed already). Changes can
+//! reach the bus out of order (two writers of a level commit one after the other, but the
+//! second may announce first): a change that comes ahead of a missing version waits up to
+//! [`REORDER_WAIT`] for it, and then the versions go out in order; only a version that never
+//! comes within the wait is skipped (the newer state goes out, the older one is dropped when it
+//! comes). A subscriber that falls more than [`crate::bus::CAPACITY`] events
 //! behind gets a `REFETCH` event (how many it missed) instead of a silent gap, and then carries
 //! on live: it should reload its levels, or resubscribe with `since`. So does every subscriber
 //! when the bus reports that events between instances were lost (Redis was unreachable).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::Duration;
 
 use async_graphql::{Context, Enum, ErrorExtensions, ID, InputObject, SimpleObject, Subscription};
 use commerce_core::CoreError;
@@ -22,6 +27,7 @@ use commerce_core::inventory::{location_available, replay};
 use futures_util::Stream;
 use sea_orm::DatabaseConnection;
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::Instant;
 
 use super::ids::{Kind, decode_id, encode_id};
 use super::request_context;
@@ -35,6 +41,8 @@ pub const MAX_SKUS: usize = 500;
 pub const MAX_SINCE: usize = 5_000;
 /// Most levels replayed on subscribe; when more moved, one `REFETCH` event replaces them.
 pub const MAX_REPLAY: usize = 5_000;
+/// How long a change that came ahead of a level's missing version waits for it.
+pub const REORDER_WAIT: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
 pub struct StockSubscription;
@@ -199,6 +207,7 @@ impl StockSubscription {
             sent: HashMap::new(),
             sku_of,
             queue: VecDeque::new(),
+            ahead: HashMap::new(),
         };
         if let Some(since) = since {
             watch.replay(since).await?;
@@ -266,6 +275,9 @@ struct Watch {
     /// The gateway's shared SKU names.
     sku_of: SkuNames,
     queue: VecDeque<StockEvent>,
+    /// Changes that came ahead of a missing version, per level: until when they wait, and the
+    /// changes by version.
+    ahead: HashMap<(i64, i64), (Instant, BTreeMap<i64, LevelState>)>,
 }
 
 impl Watch {
@@ -315,31 +327,77 @@ impl Watch {
         Ok(())
     }
 
-    /// The next event to send: queued ones first, then the bus's.
+    /// The next event to send: queued ones first, then the bus's (and the changes whose wait
+    /// for a missing version is over).
     async fn next(mut self) -> Option<(StockEvent, Self)> {
         loop {
             if let Some(event) = self.queue.pop_front() {
                 return Some((event, self));
             }
-            match self.events.recv().await {
-                Ok(Event::StockChanged { levels }) => {
+            let received = match self.ahead.values().map(|(until, _)| *until).min() {
+                Some(until) => tokio::select! {
+                    received = self.events.recv() => Some(received),
+                    () = tokio::time::sleep_until(until) => None,
+                },
+                None => Some(self.events.recv().await),
+            };
+            match received {
+                None => self.release_ahead(Some(Instant::now())),
+                Some(Ok(Event::StockChanged { levels })) => {
                     self.queue_levels(StockEventKind::Changed, levels).await;
                 }
-                Ok(Event::EventsMissed) => {
+                Some(Ok(Event::EventsMissed)) => {
+                    self.release_ahead(None);
                     self.queue.push_back(StockEvent::refetch(None));
                 }
-                Ok(
+                Some(Ok(
                     Event::PricesChanged { .. }
                     | Event::OrderStatusChanged { .. }
                     | Event::StockHoldsChanged { .. }
                     | Event::CatalogChanged,
-                ) => {}
-                Err(RecvError::Lagged(missed)) => {
+                )) => {}
+                Some(Err(RecvError::Lagged(missed))) => {
+                    self.release_ahead(None);
                     self.queue.push_back(StockEvent::refetch(Some(missed)));
                 }
-                Err(RecvError::Closed) => return None,
+                Some(Err(RecvError::Closed)) => return None,
             }
         }
+    }
+
+    /// Sends the changes that waited for a missing version, in version order: those whose wait
+    /// ended by `now`, or all (`None`).
+    fn release_ahead(&mut self, now: Option<Instant>) {
+        let due: Vec<(i64, i64)> = self
+            .ahead
+            .iter()
+            .filter(|(_, (until, _))| now.is_none_or(|now| *until <= now))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in due {
+            if let Some((_, waiting)) = self.ahead.remove(&key) {
+                for level in waiting.into_values() {
+                    self.send_level(StockEventKind::Changed, level);
+                }
+            }
+        }
+    }
+
+    /// Queues `level` to be sent (it is newer than what was sent for it).
+    fn send_level(&mut self, kind: StockEventKind, level: LevelState) {
+        let key = (level.variant_id, level.location_id);
+        if self
+            .sent
+            .get(&key)
+            .is_some_and(|&sent| level.version <= sent)
+        {
+            return;
+        }
+        self.sent.insert(key, level.version);
+        let sku = self.sku_of.get(level.variant_id).unwrap_or_default();
+        let location = &self.locations[&level.location_id];
+        self.queue
+            .push_back(StockEvent::level(kind, sku, location, level));
     }
 
     /// Queues the watched levels among `levels` that are newer than what was sent.
@@ -377,12 +435,33 @@ impl Watch {
             }
         }
         for level in fresh {
-            self.sent
-                .insert((level.variant_id, level.location_id), level.version);
-            let sku = self.sku_of.get(level.variant_id).unwrap_or_default();
-            let location = &self.locations[&level.location_id];
-            self.queue
-                .push_back(StockEvent::level(kind, sku, location, level));
+            let key = (level.variant_id, level.location_id);
+            let missing = self
+                .sent
+                .get(&key)
+                .is_some_and(|&sent| level.version > sent + 1);
+            if kind == StockEventKind::Changed && missing {
+                // Ahead of a version still on its way: wait for it.
+                let (_, waiting) = self
+                    .ahead
+                    .entry(key)
+                    .or_insert_with(|| (Instant::now() + REORDER_WAIT, BTreeMap::new()));
+                waiting.insert(level.version, level);
+                continue;
+            }
+            self.send_level(kind, level);
+            // The changes that waited for this one follow, as far as they run on unbroken.
+            while let Some((_, waiting)) = self.ahead.get_mut(&key) {
+                let next = self.sent.get(&key).map_or(i64::MAX, |&sent| sent + 1);
+                waiting.retain(|&version, _| version >= next);
+                let Some(level) = waiting.remove(&next) else {
+                    if waiting.is_empty() {
+                        self.ahead.remove(&key);
+                    }
+                    break;
+                };
+                self.send_level(kind, level);
+            }
         }
     }
 }
@@ -418,6 +497,7 @@ mod tests {
                 names
             },
             queue: VecDeque::new(),
+            ahead: HashMap::new(),
         };
         (sender, watch)
     }
@@ -435,20 +515,29 @@ mod tests {
             level(1, 8, 1),
         ]))
         .unwrap();
-        // A stale event (overtaken by version 3) and a repeat are dropped.
+        // Version 3 announced before version 2 waits for it; a repeat is dropped.
         bus.send(changed(vec![level(1, 7, 3)])).unwrap();
         bus.send(changed(vec![level(1, 7, 2)])).unwrap();
         bus.send(changed(vec![level(1, 7, 3)])).unwrap();
         bus.send(changed(vec![level(1, 7, 4)])).unwrap();
-        let (first, watch) = watch.next().await.unwrap();
+        let (first, mut watch) = watch.next().await.unwrap();
         assert_eq!(first.kind, StockEventKind::Changed);
         assert_eq!(first.sku.as_deref(), Some("TS-0001-M"));
         assert_eq!(first.location.as_deref(), Some("WH-EAST"));
         assert_eq!((first.version, first.available), (Some(1), Some(9)));
-        let (second, watch) = watch.next().await.unwrap();
-        assert_eq!(second.version, Some(3));
-        let (third, _watch) = watch.next().await.unwrap();
-        assert_eq!(third.version, Some(4));
+        for version in 2..=4 {
+            let (event, next) = watch.next().await.unwrap();
+            assert_eq!(event.version, Some(version));
+            watch = next;
+        }
+        // Version 6 without 5: it goes out once its wait is over, and a late 5 is dropped.
+        bus.send(changed(vec![level(1, 7, 6)])).unwrap();
+        let (event, watch) = watch.next().await.unwrap();
+        assert_eq!(event.version, Some(6));
+        bus.send(changed(vec![level(1, 7, 5)])).unwrap();
+        bus.send(changed(vec![level(1, 7, 7)])).unwrap();
+        let (event, _watch) = watch.next().await.unwrap();
+        assert_eq!(event.version, Some(7));
     }
 
     #[tokio::test]

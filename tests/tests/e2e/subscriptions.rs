@@ -852,6 +852,54 @@ async fn a_customer_page_hears_its_order_change_status() {
     );
 }
 
+#[tokio::test]
+async fn every_reservation_of_orders_placed_together_reaches_a_subscriber_in_order() {
+    let app = spawn_app().await;
+    let mut socket = connected(&app, &app.token("web", Role::Admin, None, None)).await;
+    subscribe(&mut socket, "1", json!({ "skus": [SKU] })).await;
+    settle().await;
+    let stocked = adjust(&app, SKU, "WH-EAST", 100).await;
+    let event = next_event(&mut socket, "1").await;
+    assert_eq!(event["version"], stocked["version"]);
+    // Orders sent at once: on PostgreSQL most are placed in batches, whose requests are
+    // answered together.
+    let shopper = app.token("web", Role::Shopper, Some("shopper@example.com"), None);
+    let orders = 40;
+    let mut tasks = Vec::new();
+    for n in 0..orders {
+        let client = Client::new(app.gateway.url()).token(shopper.clone());
+        tasks.push(tokio::spawn(async move {
+            client
+                .query(
+                    "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { id } }",
+                    json!({ "input": { "lines": [{ "sku": SKU, "quantity": 1 }], "idempotencyKey": format!("together-{n}"),
+                        "shipTo": { "name": "A", "line1": "1 Main", "city": "Newark", "postalCode": "07102", "country": "US", "region": "us-east" } } }),
+                )
+                .await
+                .data();
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // One event per reservation, each level's versions one after another, none skipped.
+    let mut last: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    last.insert("WH-EAST".into(), stocked["version"].as_i64().unwrap());
+    for _ in 0..orders {
+        let event = next_event(&mut socket, "1").await;
+        let location = event["location"].as_str().unwrap().to_owned();
+        let version = event["version"].as_i64().unwrap();
+        if let Some(before) = last.get(&location) {
+            assert_eq!(
+                version,
+                before + 1,
+                "{location}: {event} after version {before}"
+            );
+        }
+        last.insert(location, version);
+    }
+}
+
 /// A live watch (no `since`): identical ones share one execution.
 const LIVE: &str = "subscription($skus: [String!]) { stockChanged(skus: $skus) { kind sku location onHand version } }";
 
