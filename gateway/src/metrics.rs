@@ -41,7 +41,8 @@ pub const SQL_STATEMENTS_PER_REQUEST: &str = "gateway_sql_statements_per_request
 pub const SQL_STATEMENTS_TOTAL: &str = "gateway_sql_statements_total";
 /// Orders in each batch `placeOrder` wrote on PostgreSQL.
 pub const ORDER_BATCH_SIZE: &str = "gateway_order_batch_size";
-/// Orders a batch left to be placed alone (short of stock, a repeat, a failed batch).
+/// Orders placed on their own after all: `reason` (`batch`: the batch did not place it,
+/// `failed`: its batch failed, `lines`: more lines than a batch takes).
 pub const ORDERS_PLACED_ALONE_TOTAL: &str = "gateway_orders_placed_alone_total";
 /// Requests refused with `RATE_LIMITED`: `channel`, `kind` (`rate` or `cost`).
 pub const RATE_LIMITED_TOTAL: &str = "gateway_rate_limited_total";
@@ -184,7 +185,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         ORDERS_PLACED_ALONE_TOTAL,
-        "Orders a batch left to be placed alone (short of stock, a repeat, a failed batch)"
+        "Orders placed on their own after all, by reason (batch, failed, lines)"
     );
     metrics::describe_counter!(
         SQL_STATEMENTS_TOTAL,

@@ -78,7 +78,8 @@ async fn write_batches(
         match place_batch(&db, &orders).await {
             Ok(answers) => {
                 let alone = answers.iter().filter(|answer| answer.is_none()).count();
-                metrics::counter!(ORDERS_PLACED_ALONE_TOTAL).increment(alone as u64);
+                metrics::counter!(ORDERS_PLACED_ALONE_TOTAL, "reason" => "batch")
+                    .increment(alone as u64);
                 // In the batch's order: each order's levels carry the versions its own
                 // reservations gave them, and a subscriber takes a level's versions in order.
                 for placed in answers.iter().flatten() {
@@ -94,7 +95,8 @@ async fn write_batches(
                     orders = orders.len(),
                     "placing orders in a batch failed; each is placed alone"
                 );
-                metrics::counter!(ORDERS_PLACED_ALONE_TOTAL).increment(replies.len() as u64);
+                metrics::counter!(ORDERS_PLACED_ALONE_TOTAL, "reason" => "failed")
+                    .increment(replies.len() as u64);
                 for reply in replies {
                     let _ = reply.send(None);
                 }

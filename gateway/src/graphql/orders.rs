@@ -30,6 +30,7 @@ use super::{RequestContext, request_context};
 use crate::auth::Role;
 use crate::bus::Event;
 use crate::errors::{ApiError, ApiResultExt};
+use crate::metrics::ORDERS_PLACED_ALONE_TOTAL;
 
 /// Most orders one `orders` page holds.
 pub const MAX_PAGE: i32 = 100;
@@ -667,6 +668,32 @@ fn input_error(err: OrderError, skus: &[String]) -> async_graphql::Error {
     }
 }
 
+/// `err` as a GraphQL error, its shortages naming their SKUs and locations (a backordered
+/// shipment's units are short at its location).
+async fn named_shortages(rc: &RequestContext, err: CoreError) -> async_graphql::Error {
+    let mut lines = match ApiError::from(err) {
+        ApiError::InsufficientStock { lines } => lines,
+        other => return other.extend(),
+    };
+    let ids: Vec<i64> = lines.iter().map(|l| l.variant_id).collect();
+    let skus = commerce_core::inventory::replay::skus_of(&rc.db, &ids)
+        .await
+        .unwrap_or_default();
+    let codes: HashMap<i64, String> = stock_location::Entity::find()
+        .filter(stock_location::Column::Id.is_in(lines.iter().filter_map(|l| l.location_id)))
+        .all(&rc.db)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|l| (l.id, l.code))
+        .collect();
+    for line in &mut lines {
+        line.sku = skus.get(&line.variant_id).cloned();
+        line.location = line.location_id.and_then(|id| codes.get(&id).cloned());
+    }
+    ApiError::InsufficientStock { lines }.extend()
+}
+
 /// The order to plan or place, for this viewer.
 fn new_order(rc: &RequestContext, input: PlaceOrderInput) -> async_graphql::Result<NewOrder> {
     let viewer = &rc.viewer;
@@ -851,7 +878,11 @@ impl OrderMutation {
                     Err(_) => None,
                 }
             }
-            _ => None,
+            Some(_) => {
+                metrics::counter!(ORDERS_PLACED_ALONE_TOTAL, "reason" => "lines").increment(1);
+                None
+            }
+            None => None,
         };
         let placed = match batched {
             // Announced by its batch's writer, in the order the batch placed its orders (so
@@ -897,9 +928,11 @@ impl OrderMutation {
                 .api();
             }
         }
-        let (details, change) = orders::fulfill_shipment(&rc.db, id, &actor(rc), Utc::now())
-            .await
-            .api()?;
+        let (details, change) =
+            match orders::fulfill_shipment(&rc.db, id, &actor(rc), Utc::now()).await {
+                Ok(done) => done,
+                Err(err) => return Err(named_shortages(rc, err).await),
+            };
         announce(rc, &details, &change);
         order_of(rc, details).await
     }

@@ -653,6 +653,15 @@ async fn b2b_backorders_ship_after_a_restock_and_returns_go_back_where_they_ship
         "{}",
         early.body
     );
+    // The shortage names the SKU and the backorder's location.
+    let shortage = &early.body["errors"][0]["extensions"]["shortages"][0];
+    assert_eq!(shortage["sku"], sku, "{}", early.body);
+    assert_eq!(
+        shortage["location"], backorder["location"],
+        "{}",
+        early.body
+    );
+    assert_eq!(shortage["requested"], 40, "{}", early.body);
     for shipment in routing.iter().filter(|s| s["status"] == "PENDING") {
         b2b_admin
             .query(ship, json!({ "id": shipment["id"] }))
