@@ -1610,17 +1610,26 @@ async fn a_batch_places_its_orders_as_placing_each_alone_would() {
     .await;
 }
 
-#[tokio::test]
-async fn concurrent_batches_and_single_placements_never_oversell() {
+/// A PostgreSQL database with the fixture, and its template (to discard both), when
+/// `TEST_DATABASE_URL` is set.
+async fn postgres_copy() -> Option<(Template, Fixture, DatabaseConnection, String)> {
     let Some(base) = std::env::var("TEST_DATABASE_URL")
         .ok()
         .filter(|url| !url.is_empty())
     else {
         eprintln!("skipped: TEST_DATABASE_URL is unset (batches are placed on PostgreSQL only)");
-        return;
+        return None;
     };
     let (template, fx) = Template::postgres(&base).await;
     let (db, copy) = template.copy().await;
+    Some((template, fx, db, copy))
+}
+
+#[tokio::test]
+async fn concurrent_batches_and_single_placements_never_oversell() {
+    let Some((template, fx, db, copy)) = postgres_copy().await else {
+        return;
+    };
     let [east, west] = fx.stocked;
     // 12 on hand over two warehouses, 2 kept as web's safety stock: 10 sellable units.
     set_on_hand(&db, fx.variants[1], east, 7).await;
@@ -1685,15 +1694,9 @@ async fn concurrent_batches_and_single_placements_never_oversell() {
 
 #[tokio::test]
 async fn a_batch_gives_up_on_a_variant_locked_for_long_and_places_nothing() {
-    let Some(base) = std::env::var("TEST_DATABASE_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-    else {
-        eprintln!("skipped: TEST_DATABASE_URL is unset (batches are placed on PostgreSQL only)");
+    let Some((template, fx, db, copy)) = postgres_copy().await else {
         return;
     };
-    let (template, fx) = Template::postgres(&base).await;
-    let (db, copy) = template.copy().await;
     let [east, _] = fx.stocked;
     set_on_hand(&db, fx.variants[0], east, 9).await;
     set_on_hand(&db, fx.variants[1], east, 9).await;

@@ -938,22 +938,7 @@ fn order_number(channel: &str) -> String {
     format!("{prefix}-{}", &random[..16])
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn append_event(
-    txn: &impl ConnectionTrait,
-    order_id: i64,
-    from: Option<&str>,
-    to: &str,
-    actor: &str,
-    note: &str,
-    data: Option<serde_json::Value>,
-    now: DateTime<Utc>,
-) -> Result<order_event::Model, CoreError> {
-    Ok(event_row(order_id, from, to, actor, note, data, now)
-        .insert(txn)
-        .await?)
-}
-
+/// An `order_event` row (appended, never changed).
 fn event_row(
     order_id: i64,
     from: Option<&str>,
@@ -1107,17 +1092,9 @@ async fn set_status(
             .exec(txn)
             .await?;
     }
-    append_event(
-        txn,
-        order.id,
-        Some(&order.status),
-        to,
-        actor,
-        note,
-        data,
-        now,
-    )
-    .await?;
+    event_row(order.id, Some(&order.status), to, actor, note, data, now)
+        .insert(txn)
+        .await?;
     Ok(())
 }
 
