@@ -5,13 +5,17 @@
 //! database a share of a batch's dozen statements instead of its own dozen; alone, an order
 //! waits for nothing and is a batch of one. Two writers run, so one batch is gathered while
 //! the other is written. A writer announces its batch's orders (stock and status) in the
-//! order it placed them, before answering their requests. An order a batch does not place
-//! (short of stock, a repeat, a failed batch) is placed alone by its request, which answers
-//! and announces it as ever.
+//! order it placed them, before answering their requests. An order whose variant another
+//! transaction holds (the other writer's batch, a large order, a stock change) waits, holding
+//! no connection, for the writer's next batch, until it is placed or its request is gone. An
+//! order a batch does not place for good (short of stock, a repeat, a failed batch) is placed
+//! alone by its request, which answers and announces it as ever.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
-use commerce_core::orders::batch::{MAX_ORDERS, PricedOrder, place_batch};
+use commerce_core::orders::batch::{Batched, MAX_ORDERS, PricedOrder, place_batch};
 use commerce_core::orders::service::Placed;
 use sea_orm::DatabaseConnection;
 
@@ -22,6 +26,8 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// Batches written at once.
 const WRITERS: usize = 2;
+/// How long a writer waits before it tries again orders whose variants were held.
+const BUSY_PAUSE: Duration = Duration::from_millis(2);
 
 type Waiting = (PricedOrder, oneshot::Sender<Option<Placed>>);
 
@@ -58,35 +64,64 @@ async fn write_batches(
     bus: EventBus,
     waiting: Arc<Mutex<mpsc::Receiver<Waiting>>>,
 ) {
+    // Orders whose variants another transaction held: first in this writer's next batch.
+    let mut busy: VecDeque<Waiting> = VecDeque::new();
     loop {
-        let batch = {
-            let mut waiting = waiting.lock().await;
-            let Some(first) = waiting.recv().await else {
-                return;
-            };
-            let mut batch = vec![first];
+        let mut batch: Vec<Waiting> = busy.drain(..).collect();
+        // With orders carried over, more are taken only if the other writer is not waiting
+        // for the queue (it holds it while it waits).
+        let queue = if batch.is_empty() {
+            Some(waiting.lock().await)
+        } else {
+            waiting.try_lock().ok()
+        };
+        if let Some(mut waiting) = queue {
+            if batch.is_empty() {
+                let Some(first) = waiting.recv().await else {
+                    return;
+                };
+                batch.push(first);
+            }
             while batch.len() < MAX_ORDERS {
                 match waiting.try_recv() {
                     Ok(next) => batch.push(next),
                     Err(_) => break,
                 }
             }
-            batch
-        };
+        }
+        // An order whose request is gone (it timed out waiting) is not placed.
+        batch.retain(|(_, reply)| !reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         let (orders, replies): (Vec<PricedOrder>, Vec<_>) = batch.into_iter().unzip();
         metrics::histogram!(ORDER_BATCH_SIZE).record(orders.len() as f64);
         match place_batch(&db, &orders).await {
             Ok(answers) => {
-                let alone = answers.iter().filter(|answer| answer.is_none()).count();
-                metrics::counter!(ORDERS_PLACED_ALONE_TOTAL, "reason" => "batch")
-                    .increment(alone as u64);
                 // In the batch's order: each order's levels carry the versions its own
                 // reservations gave them, and a subscriber takes a level's versions in order.
-                for placed in answers.iter().flatten() {
-                    announce_on(&bus, &placed.details, &placed.change);
+                for answer in &answers {
+                    if let Batched::Placed(placed) = answer {
+                        announce_on(&bus, &placed.details, &placed.change);
+                    }
                 }
-                for (reply, answer) in replies.into_iter().zip(answers) {
-                    let _ = reply.send(answer);
+                let mut alone = 0;
+                for ((order, reply), answer) in orders.into_iter().zip(replies).zip(answers) {
+                    match answer {
+                        Batched::Placed(placed) => {
+                            let _ = reply.send(Some(*placed));
+                        }
+                        Batched::Alone => {
+                            alone += 1;
+                            let _ = reply.send(None);
+                        }
+                        Batched::Busy => busy.push_back((order, reply)),
+                    }
+                }
+                metrics::counter!(ORDERS_PLACED_ALONE_TOTAL, "reason" => "batch").increment(alone);
+                if !busy.is_empty() {
+                    // Give the transaction holding their variants a moment to commit.
+                    tokio::time::sleep(BUSY_PAUSE).await;
                 }
             }
             Err(err) => {

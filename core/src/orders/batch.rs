@@ -2,23 +2,25 @@
 //! [`super::service::place_with`], in fewer statements).
 //!
 //! Under load the gateway gathers the `placeOrder` requests that arrive together and places
-//! them here, in one transaction and in the order a single placement follows: the orders and
-//! their lines first (a repeat, whose number, `externalRef` or idempotency key is taken, is
-//! skipped there, before any lock is held), then every ordered variant locked (ascending ids,
-//! in one statement, as a single placement takes them one by one), their levels and holds
-//! read once, the orders routed one after another over that stock (each sees what the ones
-//! before it reserved), and each table's rows written in one multi-row statement: about a
-//! dozen statements for the whole batch instead of about a dozen per order. Each order is
-//! written exactly as placing it alone would write it, and each gets its own [`Placed`] (its
-//! stock change carries the levels as they were after its own reservations). An order the
-//! stock cannot cover loses its rows again before the commit.
+//! them here, in one transaction: every ordered variant's lock is taken without waiting (in
+//! one statement; an order with a variant another transaction holds is left for a later batch,
+//! [`Batched::Busy`], with nothing written), then the orders and their lines are written (a
+//! repeat, whose number, `externalRef` or idempotency key is taken, is skipped), the variants'
+//! levels and holds read once, the orders routed one after another over that stock (each
+//! sees what the ones before it reserved), and each table's rows written in one multi-row
+//! statement: about a dozen statements for the whole batch instead of about a dozen per
+//! order. Each order is written exactly as placing it alone would write it, and each gets its
+//! own [`Placed`] (its stock change carries the levels as they were after its own
+//! reservations). An order the stock cannot cover loses its rows again before the commit.
 //!
-//! An order the batch does not place is answered `None`, and the caller places it alone,
-//! which answers it as a single placement does: an order the stock cannot cover (the shortage
-//! named then, against the stock as it is then), one whose routing fails, or a repeat (it is
-//! answered its order). A batch that fails places none of its orders.
+//! An order the batch does not place for good is answered [`Batched::Alone`], and the caller
+//! places it alone, which answers it as a single placement does: an order the stock cannot
+//! cover (the shortage named then, against the stock as it is then), one whose routing fails,
+//! or a repeat (it is answered its order). A batch never waits for a variant's lock, and any
+//! other lock (another transaction's unique key) at most [`BATCH_LOCK_WAIT`]; a batch that
+//! fails places none of its orders.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -46,8 +48,8 @@ use crate::pricing::load::PriceInputs;
 
 /// Most orders in one batch.
 pub const MAX_ORDERS: usize = 32;
-/// The longest a batch waits for a lock (a variant's, or another transaction's unique key)
-/// before it gives up and its orders are placed alone.
+/// The longest a batch waits for a lock (another transaction's unique key, say; it never
+/// waits for a variant's) before it fails and its orders are placed alone.
 pub const BATCH_LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 /// Most lines of an order placed in a batch (larger orders are placed alone; this keeps a
 /// batch's statements well inside PostgreSQL's bind parameter limit).
@@ -88,12 +90,23 @@ impl PricedOrder {
     }
 }
 
-/// Places `orders` in one transaction (see the module documentation): for each, its
-/// [`Placed`], or `None` when the caller should place it alone.
+/// What a batch did with one of its orders.
+#[derive(Debug)]
+pub enum Batched {
+    /// Placed: what placing did.
+    Placed(Box<Placed>),
+    /// Not placed: the caller places it alone (short of stock, a repeat, its routing failed).
+    Alone,
+    /// Another transaction holds one of its variants: nothing was written; place it in a
+    /// later batch.
+    Busy,
+}
+
+/// Places `orders` in one transaction (see the module documentation): what it did with each.
 pub async fn place_batch(
     db: &DatabaseConnection,
     orders: &[PricedOrder],
-) -> Result<Vec<Option<Placed>>, CoreError> {
+) -> Result<Vec<Batched>, CoreError> {
     if db.get_database_backend() != DbBackend::Postgres {
         return Err(CoreError::invalid(
             "orders",
@@ -121,35 +134,52 @@ struct Writing<'a> {
 async fn place_in(
     txn: &DatabaseTransaction,
     orders: &[PricedOrder],
-) -> Result<Vec<Option<Placed>>, CoreError> {
-    let mut answers: Vec<Option<Placed>> = orders.iter().map(|_| None).collect();
-    // The orders and their lines first, as a single placement writes them: they do not depend
-    // on the stock, and an order whose unique number, reference or key is taken (a repeat) is
-    // skipped here, waiting on another transaction's unique key before this one holds any
-    // variant's lock.
-    let mut rows = Vec::with_capacity(orders.len());
-    for order in orders {
-        rows.push(head_rows(
-            &order.policy,
-            &order.input,
-            &order.lines,
-            order.now,
-        )?);
-    }
-    // No wait of this batch outlasts BATCH_LOCK_WAIT: a variant locked for long (or a unique
-    // key held by a transaction that waits on this one) fails the batch, and its orders are
-    // placed alone, so it never holds up the orders of other SKUs for longer.
+) -> Result<Vec<Batched>, CoreError> {
+    let mut answers: Vec<Batched> = orders.iter().map(|_| Batched::Alone).collect();
+    // No wait of this batch outlasts BATCH_LOCK_WAIT (a unique key held by a transaction that
+    // waits on this one fails the batch, and its orders are placed alone).
     txn.execute_unprepared(&format!(
         "SET LOCAL lock_timeout = {}",
         BATCH_LOCK_WAIT.as_millis()
     ))
     .await?;
+    // The variants' locks, without waiting: an order with a variant another transaction
+    // holds waits for a later batch, and the others go on.
+    let mut variant_ids: Vec<i64> = orders
+        .iter()
+        .flat_map(|o| o.lines.iter().map(|l| l.variant.id))
+        .collect();
+    variant_ids.sort_unstable();
+    variant_ids.dedup();
+    let locked = try_lock_variants(txn, &variant_ids).await?;
+    let mut ready = Vec::with_capacity(orders.len());
+    for (index, order) in orders.iter().enumerate() {
+        if order.lines.iter().all(|l| locked.contains(&l.variant.id)) {
+            ready.push(index);
+        } else {
+            answers[index] = Batched::Busy;
+        }
+    }
+    // The orders and their lines, as a single placement writes them; an order whose unique
+    // number, reference or key is taken (a repeat) is skipped.
+    let mut rows = Vec::with_capacity(ready.len());
+    for &index in &ready {
+        let order = &orders[index];
+        rows.push((
+            index,
+            head_rows(&order.policy, &order.input, &order.lines, order.now)?,
+        ));
+    }
+    if rows.is_empty() {
+        return Ok(answers);
+    }
     // Inserted in the order of their unique keys, so two batches never wait on each other's.
     let mut heads_in_key_order: Vec<&order::ActiveModel> =
-        rows.iter().map(|(head, _)| head).collect();
+        rows.iter().map(|(_, (head, _))| head).collect();
     heads_in_key_order.sort_by(|a, b| {
         let key = |head: &order::ActiveModel| {
             (
+                *head.channel_id.as_ref(),
                 head.external_ref.as_ref().clone(),
                 head.idempotency_key.as_ref().clone(),
             )
@@ -166,7 +196,6 @@ async fn place_in(
         .collect();
     let heads: Vec<(usize, order::Model, Vec<order_line::ActiveModel>)> = rows
         .into_iter()
-        .enumerate()
         .filter_map(|(index, (head, lines))| {
             Some((
                 index,
@@ -197,15 +226,14 @@ async fn place_in(
         )?;
     }
 
-    // Then the stock, locked, read once, and routed one order after another (each over what
-    // the ones before it left). An order it cannot cover loses its rows again.
+    // Then the stock (locked), read once, and routed one order after another (each over
+    // what the ones before it left). An order it cannot cover loses its rows again.
     let mut variant_ids: Vec<i64> = heads
         .iter()
         .flat_map(|(index, _, _)| orders[*index].lines.iter().map(|l| l.variant.id))
         .collect();
     variant_ids.sort_unstable();
     variant_ids.dedup();
-    lock_variants(txn, &variant_ids).await?;
     let start = read_stock(txn, &variant_ids).await?;
     let mut stock = Stock {
         levels: start.levels.clone(),
@@ -403,7 +431,7 @@ async fn place_in(
         for (level, movement) in own.into_iter().zip(movements) {
             change.record(level, movement);
         }
-        answers[w.index] = Some(Placed {
+        answers[w.index] = Batched::Placed(Box::new(Placed {
             details: OrderDetails {
                 order: w.head,
                 lines: w.lines,
@@ -412,32 +440,43 @@ async fn place_in(
             },
             change,
             created: true,
-        });
+        }));
     }
     Ok(answers)
 }
 
-/// Locks the variants' stock, in the order given (ascending ids), in one statement: the
-/// locks [`crate::inventory::service::lock_variant`] takes one by one.
-async fn lock_variants(txn: &DatabaseTransaction, variant_ids: &[i64]) -> Result<(), DbErr> {
+/// Takes the variants' stock locks ([`crate::inventory::service::lock_variant`]'s) that no
+/// other transaction holds, without waiting, in one statement: the variants locked.
+async fn try_lock_variants(
+    txn: &DatabaseTransaction,
+    variant_ids: &[i64],
+) -> Result<HashSet<i64>, DbErr> {
     if variant_ids.is_empty() {
-        return Ok(());
+        return Ok(HashSet::new());
     }
-    let rows: Vec<String> = (1..=variant_ids.len()).map(|i| format!("(${i})")).collect();
+    let rows: Vec<String> = (1..=variant_ids.len())
+        .map(|i| format!("(${i}::bigint)"))
+        .collect();
     let sql = format!(
-        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM (VALUES {}) AS t(k)",
+        "SELECT t.id, pg_try_advisory_xact_lock(hashtextextended('inventory.variant:' || t.id, 0)) \
+         AS locked FROM (VALUES {}) AS t(id)",
         rows.join(", ")
     );
-    let keys = variant_ids
-        .iter()
-        .map(|id| Value::from(format!("inventory.variant:{id}")));
-    txn.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        sql,
-        keys,
-    ))
-    .await?;
-    Ok(())
+    let ids = variant_ids.iter().map(|id| Value::from(*id));
+    let mut locked = HashSet::with_capacity(variant_ids.len());
+    for row in txn
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            ids,
+        ))
+        .await?
+    {
+        if row.try_get::<bool>("", "locked")? {
+            locked.insert(row.try_get::<i64>("", "id")?);
+        }
+    }
+    Ok(locked)
 }
 
 async fn read_stock(txn: &DatabaseTransaction, variant_ids: &[i64]) -> Result<Stock, DbErr> {

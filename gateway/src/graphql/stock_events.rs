@@ -300,6 +300,7 @@ impl Watch {
             .api()?;
             held.insert((by_sku[&level.sku], location), level.version);
         }
+
         let variants: Option<Vec<i64>> =
             self.variants.as_ref().map(|v| v.iter().copied().collect());
         let locations: Vec<i64> = self.locations.keys().copied().collect();
@@ -312,6 +313,18 @@ impl Watch {
             self.queue.push_back(StockEvent::refetch(None));
             return Ok(());
         };
+        // A level the client holds at its current version counts as sent: a change it has not
+        // seen that comes ahead of another it has not seen waits for it, as it would for a
+        // change this subscription sent. (A level that moved is sent as it is now.)
+        let moved_levels: HashSet<(i64, i64)> = moved
+            .iter()
+            .map(|l| (l.variant_id, l.location_id))
+            .collect();
+        for (&key, &version) in &held {
+            if self.locations.contains_key(&key.1) && !moved_levels.contains(&key) {
+                self.sent.insert(key, version);
+            }
+        }
         let states: Vec<LevelState> = moved
             .into_iter()
             .map(|l| LevelState {
@@ -455,8 +468,16 @@ impl Watch {
                 let next = self.sent.get(&key).map_or(i64::MAX, |&sent| sent + 1);
                 waiting.retain(|&version, _| version >= next);
                 let Some(level) = waiting.remove(&next) else {
-                    if waiting.is_empty() {
-                        self.ahead.remove(&key);
+                    match waiting.is_empty() {
+                        true => {
+                            self.ahead.remove(&key);
+                        }
+                        // The rest waits for the next missing version, a whole wait again.
+                        false => {
+                            if let Some(entry) = self.ahead.get_mut(&key) {
+                                entry.0 = Instant::now() + REORDER_WAIT;
+                            }
+                        }
                     }
                     break;
                 };
