@@ -114,7 +114,8 @@ pub(crate) async fn respond(
     let body =
         futures_util::stream::unfold(Some((results, ticker, closing)), move |state| async move {
             let (mut results, mut ticker, mut closing) = state?;
-            let end = || format!("\r\n--{BOUNDARY}--\r\n");
+            // Each part ends with the next delimiter; the last one is closed.
+            let end = || "--\r\n".to_owned();
             tokio::select! {
                 // The server is stopping: the stream ends (the client reconnects elsewhere).
                 () = until_closing(&mut closing) => Some((Ok(end()), None)),
@@ -142,19 +143,25 @@ pub(crate) async fn respond(
             (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "no-store".to_owned()),
         ],
-        axum::body::Body::from_stream(body),
+        axum::body::Body::from_stream(
+            futures_util::stream::once(async {
+                Ok::<_, std::convert::Infallible>(format!("\r\n--{BOUNDARY}"))
+            })
+            .chain(body),
+        ),
     )
         .into_response()
 }
 
-/// One part: the boundary, its header and the JSON text (wrapped as `{"payload": …}` for
-/// Apollo's protocol).
+/// One part after the delimiter sent before it: its header, the JSON text (wrapped as
+/// `{"payload": …}` for Apollo's protocol) and the delimiter after it at once, since clients
+/// (Apollo Client, Relay's fetcher) hand a part over only when its closing delimiter arrives.
 fn part(spec: Spec, body: &str) -> String {
     let body = match spec {
         Spec::Apollo => format!("{{\"payload\":{body}}}"),
         Spec::Incremental => body.to_owned(),
     };
-    format!("\r\n--{BOUNDARY}\r\nContent-Type: application/json; charset=utf-8\r\n\r\n{body}")
+    format!("\r\nContent-Type: application/json; charset=utf-8\r\n\r\n{body}\r\n--{BOUNDARY}")
 }
 
 #[cfg(test)]
@@ -183,11 +190,11 @@ mod tests {
     fn parts_are_framed_by_the_boundary() {
         assert_eq!(
             part(Spec::Apollo, "{\"data\":{}}"),
-            "\r\n--graphql\r\nContent-Type: application/json; charset=utf-8\r\n\r\n{\"payload\":{\"data\":{}}}"
+            "\r\nContent-Type: application/json; charset=utf-8\r\n\r\n{\"payload\":{\"data\":{}}}\r\n--graphql"
         );
         assert_eq!(
             part(Spec::Incremental, "{}"),
-            "\r\n--graphql\r\nContent-Type: application/json; charset=utf-8\r\n\r\n{}"
+            "\r\nContent-Type: application/json; charset=utf-8\r\n\r\n{}\r\n--graphql"
         );
     }
 }

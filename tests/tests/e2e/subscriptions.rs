@@ -586,6 +586,10 @@ async fn subscriptions_run_over_multipart_http() {
         }
     };
     assert!(text.contains("Content-Type: application/json"), "{text}");
+    // The part is closed by the next delimiter as it is sent: Apollo Client and Relay's
+    // fetcher hand a part over only then (not at the next heartbeat).
+    assert!(text.starts_with("\r\n--graphql\r\n"), "{text:?}");
+    assert!(text.ends_with("}}\r\n--graphql"), "{text:?}");
     let event = &event["payload"]["data"]["stockChanged"];
     assert_eq!(event["onHand"], level["onHand"]);
     assert_eq!(event["version"], level["version"]);
