@@ -58,8 +58,11 @@ pub const MAX_LINES: usize = 10;
 /// An order priced for its viewer, ready to be placed in a batch.
 #[derive(Clone, Debug)]
 pub struct PricedOrder {
+    /// The order's channel.
     pub policy: Arc<ChannelPolicy>,
+    /// The order as asked.
     pub input: NewOrder,
+    /// Its lines, priced for its viewer.
     pub lines: Vec<PricedLine>,
     /// When it was placed (to the microsecond, as stored).
     pub now: DateTime<Utc>,
