@@ -7,7 +7,9 @@
 //! the other is written. A writer announces its batch's orders (stock and status) in the
 //! order it placed them, before answering their requests. An order whose variant another
 //! transaction holds (the other writer's batch, a large order, a stock change) waits, holding
-//! no connection, for the writer's next batch, until it is placed or its request is gone. An
+//! no connection, and is tried again after a pause (2 ms, doubling while it stays held, up to
+//! 64 ms), at most half a batch of such orders at a time so the orders behind them keep
+//! flowing, until it is placed or its request is gone. An
 //! order a batch does not place for good (short of stock, a repeat, a failed batch) is placed
 //! alone by its request, which answers and announces it as ever.
 
@@ -23,11 +25,14 @@ use crate::bus::EventBus;
 use crate::graphql::orders::announce_on;
 use crate::metrics::{ORDER_BATCH_SIZE, ORDERS_PLACED_ALONE_TOTAL};
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::time::Instant;
 
 /// Batches written at once.
 const WRITERS: usize = 2;
-/// How long a writer waits before it tries again orders whose variants were held.
+/// How long a writer waits before it tries again orders whose variants were held (doubled
+/// after each try that placed none of them, up to [`MAX_BUSY_PAUSE`]).
 const BUSY_PAUSE: Duration = Duration::from_millis(2);
+const MAX_BUSY_PAUSE: Duration = Duration::from_millis(64);
 
 type Waiting = (PricedOrder, oneshot::Sender<Option<Placed>>);
 
@@ -64,12 +69,21 @@ async fn write_batches(
     bus: EventBus,
     waiting: Arc<Mutex<mpsc::Receiver<Waiting>>>,
 ) {
-    // Orders whose variants another transaction held: first in this writer's next batch.
+    // Orders whose variants another transaction held: tried again from `busy_due` on, at
+    // most half a batch at a time, so the orders behind them keep flowing. Each fruitless
+    // try doubles the pause (up to MAX_BUSY_PAUSE).
     let mut busy: VecDeque<Waiting> = VecDeque::new();
+    let mut busy_pause = BUSY_PAUSE;
+    let mut busy_due = Instant::now();
     loop {
-        let mut batch: Vec<Waiting> = busy.drain(..).collect();
-        // With orders carried over, more are taken only if the other writer is not waiting
-        // for the queue (it holds it while it waits).
+        let mut batch: Vec<Waiting> = Vec::new();
+        if !busy.is_empty() && Instant::now() >= busy_due {
+            let retried = busy.len().min(MAX_ORDERS / 2);
+            batch.extend(busy.drain(..retried));
+        }
+        let retried = batch.len();
+        // With orders to retry, more are taken only if the other writer is not waiting for
+        // the queue (it holds it while it waits).
         let queue = if batch.is_empty() {
             Some(waiting.lock().await)
         } else {
@@ -77,7 +91,16 @@ async fn write_batches(
         };
         if let Some(mut waiting) = queue {
             if batch.is_empty() {
-                let Some(first) = waiting.recv().await else {
+                let first = if busy.is_empty() {
+                    waiting.recv().await
+                } else {
+                    // Or until the held orders are due.
+                    match tokio::time::timeout_at(busy_due, waiting.recv()).await {
+                        Ok(first) => first,
+                        Err(_) => continue,
+                    }
+                };
+                let Some(first) = first else {
                     return;
                 };
                 batch.push(first);
@@ -89,13 +112,12 @@ async fn write_batches(
                 }
             }
         }
-        // An order whose request is gone (it timed out waiting) is not placed.
+        // An order whose request is gone is not placed.
         batch.retain(|(_, reply)| !reply.is_closed());
         if batch.is_empty() {
             continue;
         }
         let (orders, replies): (Vec<PricedOrder>, Vec<_>) = batch.into_iter().unzip();
-        metrics::histogram!(ORDER_BATCH_SIZE).record(orders.len() as f64);
         match place_batch(&db, &orders).await {
             Ok(answers) => {
                 // In the batch's order: each order's levels carry the versions its own
@@ -105,23 +127,38 @@ async fn write_batches(
                         announce_on(&bus, &placed.details, &placed.change);
                     }
                 }
-                let mut alone = 0;
-                for ((order, reply), answer) in orders.into_iter().zip(replies).zip(answers) {
+                let (mut placed, mut alone, mut retried_placed) = (0_u64, 0_u64, false);
+                let mut held = false;
+                for (index, ((order, reply), answer)) in
+                    orders.into_iter().zip(replies).zip(answers).enumerate()
+                {
                     match answer {
-                        Batched::Placed(placed) => {
-                            let _ = reply.send(Some(*placed));
+                        Batched::Placed(done) => {
+                            placed += 1;
+                            retried_placed |= index < retried;
+                            let _ = reply.send(Some(*done));
                         }
                         Batched::Alone => {
                             alone += 1;
                             let _ = reply.send(None);
                         }
-                        Batched::Busy => busy.push_back((order, reply)),
+                        Batched::Busy => {
+                            held = true;
+                            busy.push_back((order, reply));
+                        }
                     }
                 }
+                if placed > 0 {
+                    metrics::histogram!(ORDER_BATCH_SIZE).record(placed as f64);
+                }
                 metrics::counter!(ORDERS_PLACED_ALONE_TOTAL, "reason" => "batch").increment(alone);
-                if !busy.is_empty() {
-                    // Give the transaction holding their variants a moment to commit.
-                    tokio::time::sleep(BUSY_PAUSE).await;
+                if held {
+                    busy_pause = match retried_placed {
+                        true => BUSY_PAUSE,
+                        false if retried > 0 => (busy_pause * 2).min(MAX_BUSY_PAUSE),
+                        false => busy_pause,
+                    };
+                    busy_due = Instant::now() + busy_pause;
                 }
             }
             Err(err) => {
