@@ -8,7 +8,7 @@
 //! order it placed them, before answering their requests. An order whose variant another
 //! transaction holds (the other writer's batch, a large order, a stock change) waits, holding
 //! no connection, and is tried again after a pause (2 ms, doubling while it stays held, up to
-//! 64 ms), at most half a batch of such orders at a time so the orders behind them keep
+//! 16 ms), at most half a batch of such orders at a time so the orders behind them keep
 //! flowing, until it is placed or its request is gone. An
 //! order a batch does not place for good (short of stock, a repeat, a failed batch) is placed
 //! alone by its request, which answers and announces it as ever.
@@ -32,7 +32,7 @@ const WRITERS: usize = 2;
 /// How long a writer waits before it tries again orders whose variants were held (doubled
 /// after each try that placed none of them, up to [`MAX_BUSY_PAUSE`]).
 const BUSY_PAUSE: Duration = Duration::from_millis(2);
-const MAX_BUSY_PAUSE: Duration = Duration::from_millis(64);
+const MAX_BUSY_PAUSE: Duration = Duration::from_millis(16);
 
 type Waiting = (PricedOrder, oneshot::Sender<Option<Placed>>);
 
@@ -84,10 +84,17 @@ async fn write_batches(
         let retried = batch.len();
         // With orders to retry, more are taken only if the other writer is not waiting for
         // the queue (it holds it while it waits).
-        let queue = if batch.is_empty() {
+        let queue = if !batch.is_empty() {
+            waiting.try_lock().ok()
+        } else if busy.is_empty() {
             Some(waiting.lock().await)
         } else {
-            waiting.try_lock().ok()
+            // The other writer may hold the queue while it waits for an order: wait for it
+            // only until the held orders are due.
+            match tokio::time::timeout_at(busy_due, waiting.lock()).await {
+                Ok(queue) => Some(queue),
+                Err(_) => continue,
+            }
         };
         if let Some(mut waiting) = queue {
             if batch.is_empty() {
