@@ -8,7 +8,7 @@
 //! order it placed them, before answering their requests. An order whose variant another
 //! transaction holds (the other writer's batch, a large order, a stock change) waits, holding
 //! no connection, and is tried again after a pause (2 ms, doubling while it stays held, up to
-//! 16 ms), at most half a batch of such orders at a time so the orders behind them keep
+//! 4 ms), at most half a batch of such orders at a time so the orders behind them keep
 //! flowing, until it is placed or its request is gone. An
 //! order a batch does not place for good (short of stock, a repeat, a failed batch) is placed
 //! alone by its request, which answers and announces it as ever.
@@ -32,7 +32,7 @@ const WRITERS: usize = 2;
 /// How long a writer waits before it tries again orders whose variants were held (doubled
 /// after each try that placed none of them, up to [`MAX_BUSY_PAUSE`]).
 const BUSY_PAUSE: Duration = Duration::from_millis(2);
-const MAX_BUSY_PAUSE: Duration = Duration::from_millis(16);
+const MAX_BUSY_PAUSE: Duration = Duration::from_millis(4);
 
 type Waiting = (PricedOrder, oneshot::Sender<Option<Placed>>);
 
