@@ -7,7 +7,7 @@ use std::time::Duration;
 use sea_orm::sqlx;
 use sea_orm::{
     ConnAcquireErr, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
-    DbErr, RuntimeErr, Statement,
+    DbErr, RuntimeErr, Statement, Value,
 };
 
 /// The embedded default: a SQLite file under the working directory, created when missing.
@@ -49,6 +49,30 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
             .await?;
     }
     Ok(db)
+}
+
+/// A PostgreSQL statement over rows of values: `head`, then each row as `row` spells it from
+/// its placeholder numbers (after the `shared` values, which are `$1`…), comma-separated, then
+/// `tail`.
+pub(crate) fn rows_statement(
+    head: &str,
+    shared: Vec<Value>,
+    rows: Vec<Vec<Value>>,
+    row: impl Fn(&[usize]) -> String,
+    tail: &str,
+) -> Statement {
+    let mut sql = String::from(head);
+    let mut values = shared;
+    for (i, cells) in rows.into_iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let numbers: Vec<usize> = (values.len() + 1..=values.len() + cells.len()).collect();
+        sql.push_str(&row(&numbers));
+        values.extend(cells);
+    }
+    sql.push_str(tail);
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
 }
 
 /// Closes the pool, waiting for connections in use to be returned. On SQLite it first moves

@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Set, SqlErr, Statement, Value,
+    Set, SqlErr, Value,
 };
 
 use crate::CoreError;
@@ -270,23 +270,8 @@ async fn keyed_batch<'k, C: ConnectionTrait>(
     if rows.is_empty() {
         return Ok(written);
     }
-    let mut sql = String::from(head);
-    let mut values = shared;
-    for (i, cells) in rows.into_iter().enumerate() {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        let numbers: Vec<usize> = (values.len() + 1..=values.len() + cells.len()).collect();
-        sql.push_str(&row(&numbers));
-        values.extend(cells);
-    }
-    sql.push_str(tail);
     let returned = db
-        .query_all_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            sql,
-            values,
-        ))
+        .query_all_raw(crate::db::rows_statement(head, shared, rows, row, tail))
         .await?;
     for returned in returned {
         let scope: String = returned.try_get("", "scope")?;

@@ -1381,13 +1381,7 @@ async fn a_placed_order_is_returned_as_it_was_written() {
             backordered.details
         );
         for placed in [split, backordered] {
-            let stored = order::Entity::find_by_id(placed.details.order.id)
-                .one(&db)
-                .await
-                .unwrap()
-                .unwrap();
-            let stored = service::details(&db, stored).await.unwrap();
-            assert_eq!(placed.details, stored);
+            assert_written(&db, &placed).await;
             assert!(!placed.change.levels.is_empty());
             for level in &placed.change.levels {
                 let row = stock_level::Entity::find_by_id(level.id)
@@ -1396,32 +1390,48 @@ async fn a_placed_order_is_returned_as_it_was_written() {
                     .unwrap();
                 assert_eq!(Some(level), row.as_ref());
             }
-            assert_eq!(placed.change.movements.len(), placed.change.levels.len());
-            for movement in &placed.change.movements {
-                let row = inventory_movement::Entity::find_by_id(movement.id)
-                    .one(&db)
-                    .await
-                    .unwrap();
-                assert_eq!(Some(movement), row.as_ref());
-            }
-            let reservations = reservation::Entity::find()
-                .filter(reservation::Column::OwnerRef.eq(placed.details.order.number.clone()))
-                .all(&db)
-                .await
-                .unwrap();
-            let held: i32 = reservations.iter().map(|r| r.quantity).sum();
-            let shipped: i32 = placed
-                .details
-                .shipments
-                .iter()
-                .flat_map(|(_, lines)| lines)
-                .filter(|l| !l.backordered)
-                .map(|l| l.quantity)
-                .sum();
-            assert_eq!(held, shipped, "a reservation for each unit from stock");
         }
     })
     .await;
+}
+
+/// `placed` is what the database holds: the order with its parts, its ledger entries (one
+/// per level it changed, referencing the order), and a reservation for each unit from stock.
+async fn assert_written(db: &DatabaseConnection, placed: &service::Placed) {
+    assert!(placed.created);
+    let stored = order::Entity::find_by_id(placed.details.order.id)
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(placed.details, service::details(db, stored).await.unwrap());
+    assert_eq!(placed.change.movements.len(), placed.change.levels.len());
+    for movement in &placed.change.movements {
+        let row = inventory_movement::Entity::find_by_id(movement.id)
+            .one(db)
+            .await
+            .unwrap();
+        assert_eq!(Some(movement), row.as_ref());
+        assert_eq!(
+            movement.reference.as_deref(),
+            Some(format!("order:{}", placed.details.order.number).as_str())
+        );
+    }
+    let reservations = reservation::Entity::find()
+        .filter(reservation::Column::OwnerRef.eq(placed.details.order.number.clone()))
+        .all(db)
+        .await
+        .unwrap();
+    let held: i32 = reservations.iter().map(|r| r.quantity).sum();
+    let shipped: i32 = placed
+        .details
+        .shipments
+        .iter()
+        .flat_map(|(_, lines)| lines)
+        .filter(|l| !l.backordered)
+        .map(|l| l.quantity)
+        .sum();
+    assert_eq!(held, shipped, "a reservation for each unit from stock");
 }
 
 #[tokio::test]
@@ -1565,25 +1575,7 @@ async fn a_batch_places_its_orders_as_placing_each_alone_would() {
             Batched::Placed(placed) => Some(placed),
             _ => None,
         }) {
-            assert!(placed.created);
-            let stored = order::Entity::find_by_id(placed.details.order.id)
-                .one(&db)
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(placed.details, service::details(&db, stored).await.unwrap());
-            assert_eq!(placed.change.movements.len(), placed.change.levels.len());
-            for movement in &placed.change.movements {
-                let row = inventory_movement::Entity::find_by_id(movement.id)
-                    .one(&db)
-                    .await
-                    .unwrap();
-                assert_eq!(Some(movement), row.as_ref());
-                assert_eq!(
-                    movement.reference.as_deref(),
-                    Some(format!("order:{}", placed.details.order.number).as_str())
-                );
-            }
+            assert_written(&db, placed).await;
             for level in &placed.change.levels {
                 if let Some(before) = last_seen.get(&level.id) {
                     assert!(level.version > before.version, "{level:?} after {before:?}");

@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, Statement, Value,
+    EntityTrait, QueryFilter, QueryOrder, Value,
 };
 
 use super::routing::Plan;
@@ -37,6 +37,7 @@ use super::service::{
 };
 use crate::CoreError;
 use crate::channels::ChannelPolicy;
+use crate::db::rows_statement;
 use crate::entities::{
     inventory_movement, order, order_event, order_line, reservation, shipment, shipment_line,
     stock_hold, stock_level,
@@ -457,24 +458,20 @@ async fn try_lock_variants(
     if variant_ids.is_empty() {
         return Ok(HashSet::new());
     }
-    let rows: Vec<String> = (1..=variant_ids.len())
-        .map(|i| format!("(${i}::bigint)"))
-        .collect();
-    let sql = format!(
-        "SELECT t.id, pg_try_advisory_xact_lock(hashtextextended('inventory.variant:' || t.id, 0)) \
-         AS locked FROM (VALUES {}) AS t(id)",
-        rows.join(", ")
+    let statement = rows_statement(
+        "SELECT t.id, \
+         pg_try_advisory_xact_lock(hashtextextended('inventory.variant:' || t.id, 0)) AS locked \
+         FROM (VALUES ",
+        Vec::new(),
+        variant_ids
+            .iter()
+            .map(|id| vec![Value::from(*id)])
+            .collect(),
+        |n| format!("(${}::bigint)", n[0]),
+        ") AS t(id)",
     );
-    let ids = variant_ids.iter().map(|id| Value::from(*id));
     let mut locked = HashSet::with_capacity(variant_ids.len());
-    for row in txn
-        .query_all_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            sql,
-            ids,
-        ))
-        .await?
-    {
+    for row in txn.query_all_raw(statement).await? {
         if row.try_get::<bool>("", "locked")? {
             locked.insert(row.try_get::<i64>("", "id")?);
         }
@@ -554,37 +551,30 @@ async fn update_levels(
     txn: &DatabaseTransaction,
     totals: &BTreeMap<i64, (i32, i64, DateTime<Utc>)>,
 ) -> Result<HashMap<i64, (i32, i32, i64)>, DbErr> {
-    let mut rows = Vec::with_capacity(totals.len());
-    let mut values: Vec<Value> = Vec::with_capacity(totals.len() * 4);
-    for (i, (id, (units, holds, at))) in totals.iter().enumerate() {
-        let n = i * 4;
-        rows.push(format!(
-            "(${}::bigint, ${}::integer, ${}::bigint, ${}::timestamptz)",
-            n + 1,
-            n + 2,
-            n + 3,
-            n + 4
-        ));
-        values.extend([(*id).into(), (*units).into(), (*holds).into(), (*at).into()]);
-    }
-    let sql = format!(
+    let statement = rows_statement(
         "UPDATE stock_level AS s \
          SET reserved = s.reserved + v.units, version = s.version + v.holds, updated_at = v.at \
-         FROM (VALUES {}) AS v(id, units, holds, at) \
+         FROM (VALUES ",
+        Vec::new(),
+        totals
+            .iter()
+            .map(|(id, (units, holds, at))| {
+                vec![(*id).into(), (*units).into(), (*holds).into(), (*at).into()]
+            })
+            .collect(),
+        |n| {
+            format!(
+                "(${}::bigint, ${}::integer, ${}::bigint, ${}::timestamptz)",
+                n[0], n[1], n[2], n[3]
+            )
+        },
+        ") AS v(id, units, holds, at) \
          WHERE s.id = v.id AND s.reserved + v.units <= s.on_hand \
            AND s.reserved + v.units >= 0 \
          RETURNING s.id, s.on_hand, s.reserved, s.version",
-        rows.join(", ")
     );
     let mut updated = HashMap::with_capacity(totals.len());
-    for row in txn
-        .query_all_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            sql,
-            values,
-        ))
-        .await?
-    {
+    for row in txn.query_all_raw(statement).await? {
         updated.insert(
             row.try_get::<i64>("", "id")?,
             (
