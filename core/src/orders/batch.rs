@@ -27,20 +27,20 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, Value,
+    EntityTrait, QueryFilter, Value,
 };
 
 use super::routing::Plan;
 use super::service::{
     NewOrder, OrderDetails, OrderError, Placed, PricedLine, Stock, check_for, head_rows,
-    order_hold, placed_event, price, route_over, shipment_line_row, shipment_row,
+    order_hold, placed_event, price, read_stock, route_over, shipment_line_row, shipment_row,
 };
 use crate::CoreError;
 use crate::channels::ChannelPolicy;
 use crate::db::rows_statement;
 use crate::entities::{
     inventory_movement, order, order_event, order_line, reservation, shipment, shipment_line,
-    stock_hold, stock_level,
+    stock_level,
 };
 use crate::inventory::service::{
     Hold, Move, Owner, OwnerKind, StockChange, in_write, micros, movement_row, reservation_row,
@@ -477,31 +477,6 @@ async fn try_lock_variants(
         }
     }
     Ok(locked)
-}
-
-async fn read_stock(txn: &DatabaseTransaction, variant_ids: &[i64]) -> Result<Stock, DbErr> {
-    let mut stock = Stock::default();
-    for level in stock_level::Entity::find()
-        .filter(stock_level::Column::VariantId.is_in(variant_ids.iter().copied()))
-        .order_by_asc(stock_level::Column::Id)
-        .all(txn)
-        .await?
-    {
-        stock
-            .levels
-            .entry(level.variant_id)
-            .or_default()
-            .push(level);
-    }
-    for hold in stock_hold::Entity::find()
-        .filter(stock_hold::Column::VariantId.is_in(variant_ids.iter().copied()))
-        .order_by_asc(stock_hold::Column::Id)
-        .all(txn)
-        .await?
-    {
-        stock.holds.entry(hold.variant_id).or_default().push(hold);
-    }
-    Ok(stock)
 }
 
 /// Takes the plan's reserved units from `stock`; `false` (nothing taken) when a part is at a

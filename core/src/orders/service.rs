@@ -35,8 +35,8 @@ use crate::entities::{
 };
 use crate::error::StockShortage;
 use crate::inventory::service::{
-    Hold, Move, Owner, OwnerKind, StockChange, apply, finish, hold_at, holds_of, in_write,
-    level_or_new, levels_of, load_policy_by_id, lock_variant, micros,
+    Hold, Move, Owner, OwnerKind, StockChange, apply, finish, hold_at, in_write, level_or_new,
+    load_policy_by_id, lock_variant, micros,
 };
 use crate::inventory::{GeoPoint, StockView, channel_availability};
 use crate::money::StoredAmount;
@@ -534,12 +534,8 @@ async fn route_lines(
     ),
     OrderError,
 > {
-    let mut stock = Stock::default();
-    for line in lines {
-        let id = line.variant.id;
-        stock.levels.insert(id, levels_of(conn, id).await?);
-        stock.holds.insert(id, holds_of(conn, id).await?);
-    }
+    let variant_ids: Vec<i64> = lines.iter().map(|l| l.variant.id).collect();
+    let stock = read_stock(conn, &variant_ids).await?;
     let (plan, locations) = route_over(policy, input, lines, now, &stock)?;
     // The levels read, by (variant, location): under the order's locks they are what its
     // reservations update.
@@ -557,6 +553,35 @@ async fn route_lines(
 pub(crate) struct Stock {
     pub(crate) levels: HashMap<i64, Vec<stock_level::Model>>,
     pub(crate) holds: HashMap<i64, Vec<stock_hold::Model>>,
+}
+
+/// The levels and holds of the variants, each in id order.
+pub(crate) async fn read_stock(
+    conn: &impl ConnectionTrait,
+    variant_ids: &[i64],
+) -> Result<Stock, sea_orm::DbErr> {
+    let mut stock = Stock::default();
+    for level in stock_level::Entity::find()
+        .filter(stock_level::Column::VariantId.is_in(variant_ids.iter().copied()))
+        .order_by_asc(stock_level::Column::Id)
+        .all(conn)
+        .await?
+    {
+        stock
+            .levels
+            .entry(level.variant_id)
+            .or_default()
+            .push(level);
+    }
+    for hold in stock_hold::Entity::find()
+        .filter(stock_hold::Column::VariantId.is_in(variant_ids.iter().copied()))
+        .order_by_asc(stock_hold::Column::Id)
+        .all(conn)
+        .await?
+    {
+        stock.holds.entry(hold.variant_id).or_default().push(hold);
+    }
+    Ok(stock)
 }
 
 /// Routes the priced lines over `stock` (which holds every line's variant).
